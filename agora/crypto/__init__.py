@@ -1,0 +1,1 @@
+"""Keys and signatures, Merkle trees: the cryptography every layer below the rules uses."""
