@@ -19,7 +19,8 @@ def test_halvings_at_each_half_of_what_remains() -> None:
     assert block_reward(TOKEN, SUPPLY_CAP, 10_500_000 * TOKEN) == TOKEN // 2
     assert block_reward(TOKEN, SUPPLY_CAP, 15_750_000 * TOKEN) == TOKEN // 4
     assert block_reward(TOKEN, SUPPLY_CAP, 18_375_000 * TOKEN) == TOKEN // 8
-    assert block_reward(TOKEN, SUPPLY_CAP, SUPPLY_CAP - 3) == 3
+    assert block_reward(TOKEN, SUPPLY_CAP, SUPPLY_CAP - 3) == 0  # halved to nothing by then
+    assert block_reward(TOKEN, 10, 7) == 3  # never above the cap
     assert block_reward(TOKEN, SUPPLY_CAP, SUPPLY_CAP) == 0
 
 

@@ -66,8 +66,14 @@ def check_invariants(state: State) -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(action, min_size=1, max_size=40))
 def test_random_histories_conserve_supply_and_replay_identically(steps: list) -> None:  # type: ignore[type-arg]
-    hyper = dataclasses.replace(DEV_HYPERPARAMS, tempo=4, weights_rate_limit=1, immunity_period=2,
-                                max_uids=3, max_validators=2)
+    hyper = dataclasses.replace(
+        DEV_HYPERPARAMS,
+        tempo=4,
+        weights_rate_limit=1,
+        immunity_period=2,
+        max_uids=3,
+        max_validators=2,
+    )
     chain = Chain.new({"cold0": 5_000, "cold1": 5_000, "cold2": 50}, hyperparams=hyper)
     genesis = chain.state
     roots = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -49,8 +50,14 @@ def test_only_the_owner_tunes_hyperparameters_within_bounds() -> None:
     assert chain.state.subnets[1].hyperparams.tempo == 50
     with pytest.raises(NotOwner):
         chain.do(BOB, "set_hyperparams", netuid=1, changes={"tempo": 5})
-    for changes in ({"tempo": 0}, {"kappa": 70000}, {"nope": 1}, {"yuma_version": 4},
-                    {"liquid_alpha_enabled": 1}, {"max_validators": 10_000}):
+    for changes in (
+        {"tempo": 0},
+        {"kappa": 70000},
+        {"nope": 1},
+        {"yuma_version": 4},
+        {"liquid_alpha_enabled": 1},
+        {"max_validators": 10_000},
+    ):
         with pytest.raises(InvalidParameter):
             chain.do(ALICE, "set_hyperparams", netuid=1, changes=changes)
     with pytest.raises(UnknownSubnet):
@@ -82,7 +89,7 @@ def test_burn_decay_is_continuous_and_monotone() -> None:
     subnet = chain.state.subnets[1]
     subnet.burn_base = 1000 * TOKEN
     prices = [current_burn(subnet, subnet.burn_base_block + t) for t in range(0, 400)]
-    assert all(a >= b for a, b in zip(prices, prices[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(prices))
     assert prices[subnet.hyperparams.burn_half_life] == 500 * TOKEN
 
 
@@ -137,9 +144,11 @@ def test_serve_announces_an_endpoint() -> None:
     chain.do(HOT[0], "serve", netuid=1, ip="127.0.0.1", port=8091, protocol="http")
     endpoint = chain.state.subnets[1].neurons[0].endpoint
     assert endpoint is not None and (endpoint.ip, endpoint.port) == ("127.0.0.1", 8091)
-    for body in (dict(ip="999.1.1.1", port=1, protocol="http"),
-                 dict(ip="::1", port=0, protocol="http"),
-                 dict(ip="::1", port=80, protocol="gopher")):
+    for body in (
+        dict(ip="999.1.1.1", port=1, protocol="http"),
+        dict(ip="::1", port=0, protocol="http"),
+        dict(ip="::1", port=80, protocol="gopher"),
+    ):
         with pytest.raises(MalformedTransaction):
             chain.do(HOT[0], "serve", netuid=1, **body)
     with pytest.raises(NotRegistered):

@@ -8,8 +8,8 @@ import pytest
 
 from agora.protocol.errors import InvalidWeights, NotRegistered, RateLimited
 from agora.protocol.params import DEV_HYPERPARAMS
-from agora.protocol.weights import max_upscale, weights_commit_hash
 from agora.protocol.units import TOKEN
+from agora.protocol.weights import max_upscale, weights_commit_hash
 from tests.protocol_kit import Chain, key
 
 ALICE, BOB = key("alice"), key("bob")

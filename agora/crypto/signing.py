@@ -15,7 +15,9 @@ def sign_transaction(
 ) -> Transaction:
     """A transaction of ``kind`` from ``keypair``'s address, signed for ``chain_id``."""
     unsigned = Transaction(kind, keypair.address, nonce, body, "")
-    return Transaction(kind, keypair.address, nonce, body, keypair.sign(tx_signing_bytes(chain_id, unsigned)))
+    return Transaction(
+        kind, keypair.address, nonce, body, keypair.sign(tx_signing_bytes(chain_id, unsigned))
+    )
 
 
 def seal_block(

@@ -178,8 +178,10 @@ def check_header(state: State, block: Block) -> None:
     if not verify_signature(header.producer, header_signing_bytes(header), block.signature):
         raise InvalidBlock(f"block {header.height}: producer signature does not verify")
     if len(block.txs) > state.params.max_txs_per_block:
-        raise InvalidBlock(f"block has {len(block.txs)} transactions; the limit is "
-                           f"{state.params.max_txs_per_block}")
+        raise InvalidBlock(
+            f"block has {len(block.txs)} transactions; the limit is "
+            f"{state.params.max_txs_per_block}"
+        )
     if tx_root(block.txs) != header.tx_root:
         raise InvalidBlock(f"block {header.height}: tx_root does not match its transactions")
 

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported lazily below while yuma.py is being written
-    from agora.protocol import yuma
+from agora.protocol import yuma
 from agora.protocol.stake import add_stake_units
 from agora.protocol.state import State, Subnet
 
@@ -72,8 +69,6 @@ def epoch_due(netuid: int, tempo: int, block: int) -> bool:
 
 
 def _params(subnet: Subnet) -> yuma.YumaParams:
-    from agora.protocol import yuma
-
     hp = subnet.hyperparams
     return yuma.YumaParams(
         kappa=hp.kappa,
@@ -84,19 +79,21 @@ def _params(subnet: Subnet) -> yuma.YumaParams:
         alpha_low=hp.alpha_low,
         alpha_high=hp.alpha_high,
         alpha_sigmoid_steepness=hp.alpha_sigmoid_steepness,
+        tempo=hp.tempo,
     )
 
 
 def run_epoch(state: State, subnet: Subnet, block: int) -> yuma.EpochResult | None:
     """Run Yuma consensus on ``subnet`` and store what it says on each neuron (no payment)."""
-    from agora.protocol import yuma
-
     neurons = subnet.neurons
     n = len(neurons)
     if n == 0:
         return None
     stake = [state.hotkey_stake(neuron.hotkey) for neuron in neurons]
-    permits = yuma.top_k_permits(stake, subnet.hyperparams.max_validators)
+    # As on subtensor, the epoch masks with the permits the previous epoch issued and issues the
+    # next ones from today's stake; the next permits decide which bond rows are kept.
+    permits = [neuron.validator_permit for neuron in neurons]
+    next_permits = yuma.top_k_permits(stake, subnet.hyperparams.max_validators)
     weights = np.zeros((n, n), dtype=np.int64)
     bonds = np.zeros((n, n), dtype=np.int64)
     for neuron in neurons:
@@ -114,18 +111,20 @@ def run_epoch(state: State, subnet: Subnet, block: int) -> yuma.EpochResult | No
         activity_cutoff=subnet.hyperparams.activity_cutoff,
         permits=permits,
         params=_params(subnet),
+        next_permits=next_permits,
     )
     for neuron in neurons:
         uid = neuron.uid
-        neuron.validator_permit = bool(permits[uid])
+        neuron.validator_permit = bool(next_permits[uid])
         neuron.rank = int(result.rank[uid])
         neuron.trust = int(result.trust[uid])
         neuron.consensus = int(result.consensus[uid])
         neuron.incentive = int(result.incentive[uid])
         neuron.dividends = int(result.dividends[uid])
         neuron.validator_trust = int(result.validator_trust[uid])
-        row = result.bonds[uid]
-        neuron.bonds = {int(j): int(row[j]) for j in np.flatnonzero(row)}
+    for index, uid in enumerate(result.bond_rows):  # rows the epoch rewrote; others keep theirs
+        row = result.bonds[index]
+        neurons[int(uid)].bonds = {int(j): int(row[j]) for j in np.flatnonzero(row)}
     return result
 
 
@@ -145,8 +144,6 @@ def _pay_dividends(state: State, hotkey: str, owner: str, amount: int) -> None:
 
 def pay_epoch(state: State, subnet: Subnet, block: int) -> int:
     """Run the epoch and mint its emission. Returns the units minted."""
-    from agora.protocol import yuma
-
     pool = state.pending_emission.pop(subnet.netuid, 0)
     result = run_epoch(state, subnet, block)
     subnet.last_epoch = block

@@ -76,12 +76,16 @@ class Transaction:
         return hash_value(self.to_json())
 
 
-def unsigned_payload(chain_id: str, kind: str, sender: str, nonce: int, body: dict[str, Any]) -> Any:
+def unsigned_payload(
+    chain_id: str, kind: str, sender: str, nonce: int, body: dict[str, Any]
+) -> Any:
     return {"chain_id": chain_id, "kind": kind, "sender": sender, "nonce": nonce, "body": body}
 
 
 def tx_signing_bytes(chain_id: str, tx: Transaction) -> bytes:
-    return signing_bytes(TX_DOMAIN, unsigned_payload(chain_id, tx.kind, tx.sender, tx.nonce, tx.body))
+    return signing_bytes(
+        TX_DOMAIN, unsigned_payload(chain_id, tx.kind, tx.sender, tx.nonce, tx.body)
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -117,7 +121,9 @@ def parse_transaction(data: object, max_bytes: int = 16_384) -> Transaction:
     if set(data) != expected_keys:
         missing = sorted(expected_keys - set(data))
         extra = sorted(set(data) - expected_keys)
-        raise MalformedTransaction(f"transaction fields wrong: missing {missing}, unexpected {extra}")
+        raise MalformedTransaction(
+            f"transaction fields wrong: missing {missing}, unexpected {extra}"
+        )
     kind = data["kind"]
     if kind not in SCHEMAS:
         raise MalformedTransaction(f"unknown kind {kind!r}; known kinds: {', '.join(SCHEMAS)}")

@@ -22,7 +22,9 @@ from agora.protocol.state import Neuron, State, Subnet, WeightCommit
 from agora.protocol.subnets import get_subnet
 
 
-def weights_commit_hash(netuid: int, hotkey: str, uids: list[int], weights: list[int], salt: str) -> str:
+def weights_commit_hash(
+    netuid: int, hotkey: str, uids: list[int], weights: list[int], salt: str
+) -> str:
     """The hash a validator commits to and later opens."""
     return hash_value(
         {"netuid": netuid, "hotkey": hotkey, "uids": uids, "weights": weights, "salt": salt}
@@ -44,7 +46,9 @@ def _check_weights(
 ) -> None:
     hp = subnet.hyperparams
     if len(uids) != len(weights):
-        raise InvalidWeights(f"{len(uids)} uids but {len(weights)} weights; give one weight per uid")
+        raise InvalidWeights(
+            f"{len(uids)} uids but {len(weights)} weights; give one weight per uid"
+        )
     if not uids:
         raise InvalidWeights("no weights given")
     if len(set(uids)) != len(uids):
@@ -52,7 +56,9 @@ def _check_weights(
     n = len(subnet.neurons)
     bad = [uid for uid in uids if uid >= n]
     if bad:
-        raise InvalidWeights(f"uids {bad[:5]} do not exist; subnet {subnet.netuid} has uids 0..{n - 1}")
+        raise InvalidWeights(
+            f"uids {bad[:5]} do not exist; subnet {subnet.netuid} has uids 0..{n - 1}"
+        )
     if sum(weights) == 0:
         raise InvalidWeights("weights are all zero; give at least one positive weight")
     if _is_self_weight(neuron, uids):
@@ -64,7 +70,9 @@ def _check_weights(
         )
     stake = state.hotkey_stake(neuron.hotkey)
     if stake < hp.min_validator_stake:
-        raise InvalidWeights(f"setting weights needs {hp.min_validator_stake} units of stake, have {stake}")
+        raise InvalidWeights(
+            f"setting weights needs {hp.min_validator_stake} units of stake, have {stake}"
+        )
     if len(uids) < min(hp.min_allowed_weights, n):
         raise InvalidWeights(f"at least {hp.min_allowed_weights} weights are required")
     if hp.max_weight_limit < U16_MAX:
@@ -72,7 +80,8 @@ def _check_weights(
         largest = max(w * U16_MAX // total for w in weights)
         if largest > hp.max_weight_limit:
             raise InvalidWeights(
-                f"one uid would get {largest}/65535 of your weight; the limit is {hp.max_weight_limit}"
+                f"one uid would get {largest}/65535 of your weight; "
+                f"the limit is {hp.max_weight_limit}"
             )
 
 
@@ -80,7 +89,9 @@ def _check_rate_limit(subnet: Subnet, neuron: Neuron, block: int) -> None:
     limit = subnet.hyperparams.weights_rate_limit
     if block - neuron.last_update < limit:
         wait = limit - (block - neuron.last_update)
-        raise RateLimited(f"weights were set at block {neuron.last_update}; wait {wait} more blocks")
+        raise RateLimited(
+            f"weights were set at block {neuron.last_update}; wait {wait} more blocks"
+        )
 
 
 def _store(neuron: Neuron, uids: list[int], weights: list[int], block: int) -> None:
@@ -116,7 +127,9 @@ def commit_weights(state: State, hotkey: str, netuid: int, commit_hash: str, blo
     previous = subnet.commits.get(hotkey)
     limit = subnet.hyperparams.weights_rate_limit
     if previous is not None and block - previous.block < limit:
-        raise RateLimited(f"last commit at block {previous.block}; wait {limit} blocks between commits")
+        raise RateLimited(
+            f"last commit at block {previous.block}; wait {limit} blocks between commits"
+        )
     subnet.commits[hotkey] = WeightCommit(commit_hash=commit_hash, block=block)
     del neuron  # registration is all we needed to know
 

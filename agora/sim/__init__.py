@@ -1,0 +1,1 @@
+"""Simulators that run the ledger's own rules with no ledger (``agora sim ...``)."""

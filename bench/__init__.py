@@ -1,0 +1,1 @@
+"""Benchmarks: every figure the project states comes from one of these."""
