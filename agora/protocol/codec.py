@@ -10,8 +10,10 @@ a receipt, a block).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
@@ -65,18 +67,24 @@ def signing_bytes(domain: bytes, message: Json) -> bytes:
     return domain + b"\n" + canonical_bytes(message)
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
+
+
 def is_hex(text: object, length: int) -> bool:
     """True for a lowercase hex string of exactly ``length`` characters."""
     if not isinstance(text, str) or len(text) != length:
         return False
-    return all(c in "0123456789abcdef" for c in text)
+    return _LOWER_HEX.fullmatch(text) is not None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def verify_signature(public_key_hex: str, message: bytes, signature_hex: str) -> bool:
     """Check an Ed25519 signature. Never raises: anything malformed is simply not valid.
 
     An empty or missing signature is invalid by construction (it is not 128 hex characters),
-    which is the check Bittensor's SDK once forgot.
+    which is the check Bittensor's SDK once forgot. The answer depends only on the three
+    arguments, so it is memoised: a node checks a transaction when it enters the mempool and
+    again when its block executes, and the second check is then free.
     """
     if not is_hex(public_key_hex, 64) or not is_hex(signature_hex, 128):
         return False

@@ -14,6 +14,7 @@ is checked by the function that applies it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from agora.protocol.codec import (
@@ -71,7 +72,7 @@ class Transaction:
             "signature": self.signature,
         }
 
-    @property
+    @cached_property
     def hash(self) -> str:
         return hash_value(self.to_json())
 

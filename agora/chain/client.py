@@ -1,0 +1,219 @@
+"""``LedgerClient``: the node's HTTP API from Python, async.
+
+    async with LedgerClient("http://127.0.0.1:9944") as node:
+        tx = sign_transaction(alice, (await node.status()).chain_id, "transfer",
+                              await node.next_nonce(alice.address), {"to": bob, "amount": 10**9})
+        info = await node.submit_and_wait(tx)     # TransactionRejected if left out
+
+It takes a base URL or an ``httpx.AsyncClient`` (tests hand it one over an ASGI transport). Error
+responses raise NodeError(code, message); a node that does not answer raises NodeUnreachable.
+``run(coro)`` is the one sync helper, for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+import httpx
+
+from agora.chain.errors import NodeError, NodeUnreachable, TransactionRejected
+from agora.chain.models import (
+    Account,
+    BlockList,
+    Metagraph,
+    Status,
+    Subnet,
+    SubnetSummary,
+    TxInfo,
+)
+from agora.protocol.transactions import Transaction
+
+__all__ = ["DEFAULT_URL", "LedgerClient", "iter_sse", "run"]
+
+DEFAULT_URL = "http://127.0.0.1:9944"
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine to completion from sync code."""
+    return asyncio.run(coro)
+
+
+class LedgerClient:
+    def __init__(self, node: str | httpx.AsyncClient = DEFAULT_URL, *, timeout: float = 10.0):
+        if isinstance(node, httpx.AsyncClient):
+            self._http, self._owned = node, False
+        else:
+            self._http, self._owned = httpx.AsyncClient(base_url=node, timeout=timeout), True
+        self.url = str(self._http.base_url).rstrip("/")
+
+    async def __aenter__(self) -> LedgerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._http.aclose()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise NodeUnreachable(self.url, str(error) or type(error).__name__) from None
+        except httpx.TimeoutException:
+            raise NodeUnreachable(self.url, "it did not answer in time") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            raise NodeUnreachable(self.url, str(error) or type(error).__name__) from None
+        return _json_or_raise(response)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        return Status.model_validate(await self._request("GET", "/v1/status"))
+
+    async def genesis(self) -> dict[str, Any]:
+        """``{"hash": ..., "state": {...}}``."""
+        result: dict[str, Any] = await self._request("GET", "/v1/genesis")
+        return result
+
+    async def block(self, height: int | str = "latest") -> dict[str, Any]:
+        """A block as JSON (``Block.from_json`` reads it). NodeError ``unknown_block`` if absent."""
+        result: dict[str, Any] = await self._request("GET", f"/v1/blocks/{height}")
+        return result
+
+    async def blocks(self, start: int | None = None, limit: int = 20) -> BlockList:
+        params: dict[str, int] = {"limit": limit}
+        if start is not None:
+            params["start"] = start
+        return BlockList.model_validate(await self._request("GET", "/v1/blocks", params=params))
+
+    async def account(self, address: str) -> Account:
+        return Account.model_validate(await self._request("GET", f"/v1/accounts/{address}"))
+
+    async def next_nonce(self, address: str) -> int:
+        """The nonce to sign ``address``'s next transaction with (pending ones counted)."""
+        return (await self.account(address)).pending_nonce
+
+    async def subnets(self) -> list[SubnetSummary]:
+        data = await self._request("GET", "/v1/subnets")
+        return [SubnetSummary.model_validate(item) for item in data["subnets"]]
+
+    async def subnet(self, netuid: int) -> Subnet:
+        return Subnet.model_validate(await self._request("GET", f"/v1/subnets/{netuid}"))
+
+    async def metagraph(self, netuid: int) -> Metagraph:
+        data = await self._request("GET", f"/v1/subnets/{netuid}/metagraph")
+        return Metagraph.model_validate(data)
+
+    # -- transactions -------------------------------------------------------------------------
+
+    async def submit(self, tx: Transaction | dict[str, Any]) -> str:
+        """Send a signed transaction; returns its hash once the mempool holds it.
+
+        Raises NodeError: ``bad_signature``, ``bad_nonce``, ``insufficient_balance``,
+        ``sender_rate_limited`` ...
+        """
+        body = tx.to_json() if isinstance(tx, Transaction) else tx
+        data = await self._request("POST", "/v1/transactions", json=body)
+        return str(data["hash"])
+
+    async def tx_status(self, tx_hash: str) -> TxInfo:
+        return TxInfo.model_validate(await self._request("GET", f"/v1/transactions/{tx_hash}"))
+
+    async def wait_for_tx(self, tx_hash: str, timeout: float = 30.0, poll: float = 0.1) -> TxInfo:
+        """Until the transaction is included or rejected; returns its status either way (check
+        ``status``). Raises TimeoutError if neither happened within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                info = await self.tx_status(tx_hash)
+            except NodeError as error:
+                if error.code != "unknown_transaction":
+                    raise
+            else:
+                if info.status != "pending":
+                    return info
+            if loop.time() >= deadline:
+                raise TimeoutError(
+                    f"transaction {tx_hash[:12]}… not included within {timeout:g}s; if the node "
+                    "restarted it dropped its pending transactions: check the nonce and resubmit"
+                )
+            await asyncio.sleep(poll)
+
+    async def submit_and_wait(self, tx: Transaction, timeout: float = 30.0) -> TxInfo:
+        """Submit, wait for a block, and raise TransactionRejected if it was left out."""
+        info = await self.wait_for_tx(await self.submit(tx), timeout)
+        if info.status == "rejected":
+            raise TransactionRejected(info.code or "rejected", info.message or "", status=422)
+        return info
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def events(self, last_event_id: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Block events as they happen: ``{"height", "hash", "timestamp", "tx_count", ...}``.
+
+        With ``last_event_id`` (a height) the node first replays the blocks after it. The stream
+        ends when the node stops; reconnect with the last height seen to resume.
+        """
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        timeout = httpx.Timeout(10.0, read=60.0)
+        try:
+            async with self._http.stream(
+                "GET", "/v1/events", headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _json_or_raise(response)
+                async for event, data in iter_sse(response):
+                    if event == "block":
+                        yield json.loads(data)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise NodeUnreachable(self.url, str(error) or type(error).__name__) from None
+        except (httpx.ReadTimeout, httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            raise NodeUnreachable(self.url, f"the event stream broke: {error!r}") from None
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream; comments are skipped."""
+    event, data = "message", list[str]()
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", list[str]()
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+def _json_or_raise(response: httpx.Response) -> Any:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code < 400:
+        if data is None:
+            raise NodeError("bad_response", f"the node sent non-JSON: {response.text[:200]!r}")
+        return data
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code, message = str(error.get("code", "error")), str(error.get("message", ""))
+    else:
+        code, message = f"http_{response.status_code}", response.text[:200]
+    raise NodeError(code, message, response.status_code)
