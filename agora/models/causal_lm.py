@@ -1,0 +1,311 @@
+"""A Hugging Face causal language model from a local directory, on CPU (or one GPU).
+
+One decoding loop serves every path (single, batched, streamed), so they agree token for token:
+
+- the prompt is encoded with the model's own tokenizer (special tokens included, e.g. BOS);
+- prompts of a batch are left-padded, with an attention mask and explicit position ids, and
+  decoded together with a KV cache;
+- at each step, a greedy row takes the argmax (the lowest id on a tie); a sampling row draws
+  ``u`` uniform in [0, 1) from ``torch.Generator().manual_seed(seed)`` (one draw per token, in
+  float64) and takes the first token whose cumulative probability, softmax(logits /
+  temperature) in float32, exceeds ``u`` times the total. Anyone with the model and the seed
+  can replay it;
+- a row stops at the model's end-of-sequence token (kept in ``token_ids``) or at
+  ``max_tokens``.
+
+Batched and unbatched greedy decoding give the same tokens unless two logits are within float
+noise of each other (~1e-5 on CPU); `score` runs one full forward pass, so its logprobs match
+those seen while decoding to about 1e-5, not bit for bit (see ``docs/models.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from agora.models.base import (
+    Detokenizer,
+    Engine,
+    GenerateRequest,
+    GenerateResult,
+    ModelWorker,
+    TokenChunk,
+    check_token_ids,
+    offline_mode,
+)
+from agora.models.errors import ContextTooLong, InvalidRequest, ModelNotFound
+from agora.models.naming import make_model_id, model_hash
+
+MAX_BATCH = 64
+
+
+class CausalLMEngine(Engine):
+    """Build with ``await CausalLMEngine.load(path)``.
+
+    Raises `ModelNotFound` when ``path`` is not a loadable model directory.
+    """
+
+    engine_name = "transformers"
+    task = "generate"
+
+    def __init__(
+        self, model: Any, tokenizer: Any, path: Path, digest: str, name: str, device: str
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        self.path = path
+        self.model_hash = digest
+        self.model_id = make_model_id("generate", name, digest)
+        config = model.config
+        self.vocab_size = int(config.vocab_size)
+        self.context_length = int(
+            getattr(config, "max_position_embeddings", None)
+            or getattr(config, "n_positions", None)
+            or tokenizer.model_max_length
+        )
+        # generation_config.json names every stop token (Llama 3 has several), config.json one
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = getattr(config, "eos_token_id", None)
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self.eos_token_ids = frozenset(
+            eos if isinstance(eos, list) else [eos] if eos is not None else []
+        )
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = min(self.eos_token_ids) if self.eos_token_ids else 0
+        self.pad_token_id = int(pad)
+        self._worker = ModelWorker("causal-lm")
+
+    @classmethod
+    async def load(
+        cls, path: Path | str, *, name: str | None = None, device: str = "cpu"
+    ) -> CausalLMEngine:
+        """Load the model at ``path`` (a directory with config, weights and tokenizer) on a
+        background thread, in float32. ``name`` labels the model id (default: folder name)."""
+        path = Path(path)
+        return await asyncio.to_thread(cls._load_sync, path, name or path.name, device)
+
+    @classmethod
+    def _load_sync(cls, path: Path, name: str, device: str) -> CausalLMEngine:
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{path} is not a Hugging Face model directory (no config.json)")
+        digest = model_hash(path)
+        offline_mode()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model: Any
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, **_dtype_kwargs(torch.float32)
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(f"cannot load a causal LM from {path}: {exc}") from exc
+        model = model.to(device).eval()
+        return cls(model, tokenizer, path, digest, name, device)
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def count_tokens(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise InvalidRequest("text must be a string")
+        return len(await asyncio.to_thread(self._encode, text))
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        requests = list(requests)
+        if not requests:
+            return []
+        if len(requests) > MAX_BATCH:
+            raise InvalidRequest(f"at most {MAX_BATCH} requests per batch")
+        return await self._worker.run(self._generate_sync, requests)
+
+    async def stream(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        request = GenerateRequest(prompt, max_tokens, temperature, seed)
+        async for chunk in self._worker.iterate(lambda: self._stream_sync(request)):
+            yield chunk
+
+    async def score(self, prompt: str, continuation_token_ids: Sequence[int]) -> list[float]:
+        if not isinstance(prompt, str):
+            raise InvalidRequest("prompt must be a string")
+        continuation = check_token_ids(continuation_token_ids, self.vocab_size)
+        return await self._worker.run(self._score_sync, prompt, continuation)
+
+    async def close(self) -> None:
+        self._worker.close()
+
+    # -- on the worker thread ---------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=True))
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+        ids = self._encode(request.prompt)
+        if not ids:
+            raise InvalidRequest("the prompt encodes to no tokens; give a non-empty prompt")
+        if len(ids) + request.max_tokens > self.context_length:
+            raise ContextTooLong(
+                f"prompt ({len(ids)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+                f"the context length of {self.context_length}"
+            )
+        return ids
+
+    def _generate_sync(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
+        prompts = [self._prompt_ids(r) for r in requests]
+        seeds = [r.resolved_seed() for r in requests]
+        tokens: list[list[int]] = [[] for _ in requests]
+        texts = [Detokenizer(self._decode) for _ in requests]
+        pieces: list[list[str]] = [[] for _ in requests]
+        for step in self._decode_loop(prompts, requests, seeds):
+            for i, token in enumerate(step):
+                if token is not None:
+                    tokens[i].append(token)
+                    pieces[i].append(texts[i].push([token]))
+        return [
+            GenerateResult(
+                token_ids=tokens[i],
+                text="".join(pieces[i]) + texts[i].flush(),
+                prompt_tokens=len(prompts[i]),
+                completion_tokens=len(tokens[i]),
+                finish_reason=self._finish_reason(tokens[i]),
+                seed=seeds[i],
+                model_id=self.model_id,
+            )
+            for i in range(len(requests))
+        ]
+
+    def _stream_sync(self, request: GenerateRequest) -> Iterator[TokenChunk]:
+        prompt = self._prompt_ids(request)
+        seed = request.resolved_seed()
+        text = Detokenizer(self._decode)
+        tokens: list[int] = []
+        for step in self._decode_loop([prompt], [request], [seed]):
+            token = step[0]
+            if token is None:  # pragma: no cover  (a single row never idles)
+                continue
+            tokens.append(token)
+            finished = token in self.eos_token_ids or len(tokens) == request.max_tokens
+            piece = text.push([token]) + (text.flush() if finished else "")
+            yield TokenChunk(
+                token_ids=[token],
+                text=piece,
+                prompt_tokens=len(prompt),
+                completion_tokens=len(tokens),
+                finish_reason=self._finish_reason(tokens) if finished else None,
+                seed=seed,
+            )
+
+    def _finish_reason(self, tokens: list[int]) -> Any:
+        return "stop" if tokens and tokens[-1] in self.eos_token_ids else "length"
+
+    def _decode_loop(
+        self,
+        prompts: list[list[int]],
+        requests: list[GenerateRequest],
+        seeds: list[int | None],
+    ) -> Iterator[list[int | None]]:
+        """Yield, step by step, each row's next token (None once a row has finished)."""
+        torch = self._torch
+        rows = len(prompts)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor(
+            [[self.pad_token_id] * (width - len(p)) + p for p in prompts], dtype=torch.long
+        )
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [
+            None if seed is None else torch.Generator().manual_seed(seed) for seed in seeds
+        ]
+        remaining = [r.max_tokens for r in requests]
+        done = [False] * rows
+        device = self._device
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                use_cache=True,
+            )
+            next_position = positions[:, -1:] + 1
+            while True:
+                logits = out.logits[:, -1, :].float().cpu()
+                step: list[int | None] = []
+                for i in range(rows):
+                    if done[i]:
+                        step.append(None)
+                        continue
+                    token = _pick(torch, logits[i], requests[i].temperature, generators[i])
+                    step.append(token)
+                    remaining[i] -= 1
+                    done[i] = token in self.eos_token_ids or remaining[i] == 0
+                yield step
+                if all(done):
+                    return
+                feed = torch.tensor(
+                    [[t if t is not None else self.pad_token_id] for t in step], dtype=torch.long
+                )
+                mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype)], dim=1)
+                out = self._model(
+                    input_ids=feed.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=next_position.to(device),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+                next_position = next_position + 1
+
+    def _score_sync(self, prompt: str, continuation: list[int]) -> list[float]:
+        torch = self._torch
+        prompt_ids = self._encode(prompt)
+        if not prompt_ids:
+            raise InvalidRequest("the prompt encodes to no tokens; give a non-empty prompt")
+        if not continuation:
+            return []
+        ids = prompt_ids + continuation
+        if len(ids) > self.context_length:
+            raise ContextTooLong(
+                f"prompt plus continuation ({len(ids)} tokens) exceeds the context length of "
+                f"{self.context_length}"
+            )
+        with torch.inference_mode():
+            logits = self._model(input_ids=torch.tensor([ids], device=self._device)).logits[0]
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        start = len(prompt_ids) - 1
+        rows = torch.arange(start, start + len(continuation))
+        picked = logprobs[rows, torch.tensor(continuation)]
+        return [float(x) for x in picked]
+
+
+def _pick(torch: Any, logits: Any, temperature: float, generator: Any) -> int:
+    if generator is None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    cdf = torch.cumsum(probs.double(), dim=0)
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    index = int(torch.searchsorted(cdf, u * cdf[-1], right=True))
+    return min(index, int(logits.shape[0]) - 1)
+
+
+def _dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """transformers >= 4.56 calls it ``dtype``; older versions ``torch_dtype``."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
