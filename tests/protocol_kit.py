@@ -39,14 +39,9 @@ class Chain:
         state = genesis_state(CHAIN_ID, PRODUCER.address, balances, params, hyperparams)
         return cls(state=state, genesis=state)
 
-    def tx(self, signer: Keypair, kind: str, nonce: int | None = None, **body: Any) -> Transaction:
-        if nonce is None:
-            nonce = self.state.nonce(signer.address) + sum(
-                1 for t in self._queue if t.sender == signer.address
-            )
-        return sign_transaction(signer, self.state.chain_id, kind, nonce, body)
-
-    _queue: list[Transaction] = field(default_factory=list)
+    def tx(self, who: Keypair, kind: str, /, **body: Any) -> Transaction:
+        nonce = self.state.nonce(who.address)
+        return sign_transaction(who, self.state.chain_id, kind, nonce, body)
 
     def block(self, txs: list[Transaction] | None = None) -> Block:
         """Seal and apply a block of ``txs`` (invalid ones left out, as the producer would)."""
@@ -61,9 +56,9 @@ class Chain:
 
     last_rejected: list[Any] = field(default_factory=list)
 
-    def do(self, signer: Keypair, kind: str, **body: Any) -> None:
+    def do(self, who: Keypair, kind: str, /, **body: Any) -> None:
         """Apply one transaction in its own block; raise its error if it was rejected."""
-        self.block([self.tx(signer, kind, **body)])
+        self.block([self.tx(who, kind, **body)])
         if self.last_rejected:
             raise self.last_rejected[0].error
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agora.protocol.block import apply_block
+from agora.protocol.channels import voucher_signing_bytes
 from agora.protocol.params import DEV_HYPERPARAMS
 from agora.protocol.state import State, state_root
 from agora.protocol.units import TOKEN
@@ -35,6 +36,9 @@ action = st.one_of(
         st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True),
         st.lists(st.integers(0, 65535), min_size=4, max_size=4),
     ),
+    st.tuples(st.just("channel_open"), st.integers(0, 2), st.integers(0, 2), st.integers(0, 900)),
+    st.tuples(st.just("channel_redeem"), st.integers(0, 2), st.integers(1, 3), st.integers(0, 900)),
+    st.tuples(st.just("channel_close"), st.integers(0, 2), st.integers(1, 3)),
     st.tuples(st.just("wait"), st.integers(1, 6)),
 )
 
@@ -52,6 +56,31 @@ def build_tx(chain: Chain, step: tuple):  # type: ignore[no-untyped-def,type-arg
     if kind in ("add_stake", "remove_stake"):
         _, c, h, tokens = step
         return chain.tx(COLD[c], kind, hotkey=HOT[h].address, amount=tokens * TOKEN // 3)
+    if kind == "channel_open":
+        _, payer, payee, tokens = step
+        return chain.tx(
+            COLD[payer],
+            "channel_open",
+            payee=COLD[payee].address,
+            signer=COLD[payer].address,
+            amount=tokens * TOKEN // 9,
+            timeout=3,
+        )
+    if kind == "channel_redeem":  # a voucher signed by the channel's payer (if it exists)
+        _, payee, channel_id, tokens = step
+        channel = chain.state.channels.get(channel_id)
+        signer = next((k for k in COLD if channel and k.address == channel.signer), COLD[0])
+        cumulative = tokens * TOKEN // 9
+        signature = signer.sign(voucher_signing_bytes(chain.state.chain_id, channel_id, cumulative))
+        return chain.tx(
+            COLD[payee],
+            "channel_redeem",
+            channel=channel_id,
+            cumulative=cumulative,
+            voucher=signature,
+        )
+    if kind == "channel_close":
+        return chain.tx(COLD[step[1]], "channel_close", channel=step[2])
     _, h, netuid, uids, values = step
     return chain.tx(HOT[h], "set_weights", netuid=netuid, uids=uids, weights=values[: len(uids)])
 
@@ -61,6 +90,7 @@ def check_invariants(state: State) -> None:
     assert all(v > 0 for v in state.balances.values())
     assert all(v > 0 for by_cold in state.stakes.values() for v in by_cold.values())
     assert all(v >= 0 for v in state.pending_emission.values())
+    assert all(0 <= c.redeemed <= c.deposit for c in state.channels.values())
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

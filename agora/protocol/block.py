@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agora.protocol import accounts, registry, stake, subnets, weights
+from agora.protocol import accounts, channels, registry, stake, subnets, weights
 from agora.protocol.codec import BLOCK_DOMAIN, hash_value, signing_bytes, verify_signature
 from agora.protocol.emission import end_block
 from agora.protocol.errors import BadNonce, InvalidBlock, InvalidTransaction, MalformedTransaction
@@ -122,6 +122,16 @@ def apply_transaction(state: State, tx: Transaction, block: int) -> None:
         weights.reveal_weights(
             state, sender, body["netuid"], body["uids"], body["weights"], body["salt"], block
         )
+    elif kind == "channel_open":
+        channels.open_channel(
+            state, sender, body["payee"], body["signer"], body["amount"], body["timeout"], block
+        )
+    elif kind == "channel_top_up":
+        channels.top_up_channel(state, sender, body["channel"], body["amount"], body["extend"])
+    elif kind == "channel_redeem":
+        channels.redeem_voucher(state, sender, body["channel"], body["cumulative"], body["voucher"])
+    elif kind == "channel_close":
+        channels.close_channel(state, sender, body["channel"], block)
     else:  # parse_transaction admits only known kinds
         raise MalformedTransaction(f"unknown kind {kind!r}")
     state.nonces[sender] = expected + 1

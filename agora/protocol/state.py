@@ -7,7 +7,7 @@ produce the same bytes and the same state root.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agora.protocol.codec import hash_value
@@ -191,6 +191,42 @@ class Subnet:
 
 
 @dataclass
+class Channel:
+    """A payment channel (rules in :mod:`agora.protocol.channels`)."""
+
+    id: int
+    payer: str
+    payee: str
+    signer: str
+    deposit: int  # everything ever locked in it
+    redeemed: int  # everything paid out to the payee
+    opened_at: int
+    expires_at: int
+    closed: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.deposit - self.redeemed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "payer": self.payer,
+            "payee": self.payee,
+            "signer": self.signer,
+            "deposit": self.deposit,
+            "redeemed": self.redeemed,
+            "opened_at": self.opened_at,
+            "expires_at": self.expires_at,
+            "closed": self.closed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Channel:
+        return cls(**data)
+
+
+@dataclass
 class State:
     """The whole ledger after the block at ``height`` (-1 before genesis is applied: never)."""
 
@@ -209,6 +245,8 @@ class State:
     pending_emission: dict[int, int] = field(default_factory=dict)  # accrued, not yet minted
     total_issuance: int = 0  # every unit ever minted, genesis included
     total_burned: int = 0
+    channels: dict[int, Channel] = field(default_factory=dict)
+    next_channel_id: int = 1
 
     def clone(self) -> State:
         """An independent copy: a block is executed on a copy and only kept if it is valid."""
@@ -228,6 +266,8 @@ class State:
             pending_emission=dict(self.pending_emission),
             total_issuance=self.total_issuance,
             total_burned=self.total_burned,
+            channels={cid: replace(c) for cid, c in self.channels.items()},
+            next_channel_id=self.next_channel_id,
         )
 
     # -- derived figures ------------------------------------------------------------------
@@ -246,9 +286,10 @@ class State:
         return sum(sum(by_cold.values()) for by_cold in self.stakes.values())
 
     def circulating(self) -> int:
-        """Units that exist somewhere: free balances, stake and subnet locks."""
+        """Units that exist somewhere: free balances, stake, subnet locks and channel deposits."""
         locked = sum(s.locked for s in self.subnets.values())
-        return sum(self.balances.values()) + self.total_stake() + locked
+        escrowed = sum(c.remaining for c in self.channels.values())
+        return sum(self.balances.values()) + self.total_stake() + locked + escrowed
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -269,6 +310,8 @@ class State:
             "pending_emission": {str(k): v for k, v in sorted(self.pending_emission.items())},
             "total_issuance": self.total_issuance,
             "total_burned": self.total_burned,
+            "channels": {str(k): c.to_json() for k, c in sorted(self.channels.items())},
+            "next_channel_id": self.next_channel_id,
         }
 
     @classmethod
@@ -289,6 +332,8 @@ class State:
             pending_emission={int(k): v for k, v in data["pending_emission"].items()},
             total_issuance=data["total_issuance"],
             total_burned=data["total_burned"],
+            channels={int(k): Channel.from_json(c) for k, c in data["channels"].items()},
+            next_channel_id=data["next_channel_id"],
         )
 
 

@@ -36,6 +36,7 @@ HASH = "hash"
 U16_LIST = "u16_list"
 UID_LIST = "uid_list"
 DICT = "dict"
+SIGNATURE = "signature"
 
 # kind -> {field: type}. Every field is required; no other field is allowed.
 SCHEMAS: dict[str, dict[str, str]] = {
@@ -49,6 +50,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "set_weights": {"netuid": INT, "uids": UID_LIST, "weights": U16_LIST},
     "commit_weights": {"netuid": INT, "commit_hash": HASH},
     "reveal_weights": {"netuid": INT, "uids": UID_LIST, "weights": U16_LIST, "salt": STR},
+    "channel_open": {"payee": ADDRESS, "signer": ADDRESS, "amount": INT, "timeout": INT},
+    "channel_top_up": {"channel": INT, "amount": INT, "extend": INT},
+    "channel_redeem": {"channel": INT, "cumulative": INT, "voucher": SIGNATURE},
+    "channel_close": {"channel": INT},
 }
 
 MAX_LIST = 4096
@@ -99,6 +104,8 @@ def _check_field(kind: str, name: str, expected: str, value: object) -> None:
         raise MalformedTransaction(f"{where} must be an address (64 lowercase hex characters)")
     if expected == HASH and not is_hex(value, 64):
         raise MalformedTransaction(f"{where} must be a SHA-256 hash (64 lowercase hex characters)")
+    if expected == SIGNATURE and not is_hex(value, 128):
+        raise MalformedTransaction(f"{where} must be a signature (128 lowercase hex characters)")
     if expected == INT and (not _is_int(value) or value < 0):  # type: ignore[operator]
         raise MalformedTransaction(f"{where} must be a non-negative integer")
     if expected == STR and (not isinstance(value, str) or len(value) > MAX_STR):
