@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from agora.chain.cli import app as node_app
+from agora.dashboard.cli import dashboard
 from agora.ledger_cli import account_app, dev_app, status, subnet_app, tx_app
 from agora.net.cli import app as receipt_app
 from agora.wallet.cli import app as wallet_app
@@ -41,6 +42,7 @@ app.add_typer(account_app, name="account", help="Balances, nonces and stake of a
 app.add_typer(dev_app, name="dev", help="Helpers for the local dev network (faucet).")
 app.add_typer(receipt_app, name="receipt", help="Verify a miner's signed receipt offline.")
 app.command("status")(status)
+app.command("dashboard")(dashboard)
 
 sim_app = typer.Typer(help="Simulators that run the ledger's own rules with no ledger.")
 app.add_typer(sim_app, name="sim")

@@ -103,6 +103,7 @@ async def ensure_dev_subnet(node_url: str) -> int:
 
 def print_summary(info: dict[str, Any]) -> None:
     table = Table(title="Agora local network is up", show_header=False, title_style="bold green")
+    table.add_row("dashboard", info["dashboard"])
     table.add_row("ledger node API", info["node"])
     table.add_row("API docs", info["node"] + "/docs")
     table.add_row("block events (SSE)", info["node"] + "/v1/events")
@@ -150,8 +151,25 @@ def run_devnet(data_dir: Path, port: int, block_time: float, host: str = "127.0.
         wait_for_http(node_url + "/v1/status", supervisor, "the ledger node")
         with console.status("creating the dev subnet…"):
             netuid = asyncio.run(ensure_dev_subnet(node_url))
+        dashboard_url = f"http://{host}:{port + 136}"  # 9944 -> 10080
+        supervisor.start(
+            "dashboard",
+            [
+                sys.executable,
+                "-m",
+                "agora.dashboard",
+                "--node",
+                node_url,
+                "--host",
+                host,
+                "--port",
+                str(port + 136),
+            ],
+        )
+        wait_for_http(dashboard_url + "/config.json", supervisor, "the dashboard")
         info = {
             "node": node_url,
+            "dashboard": dashboard_url,
             "subnet": netuid,
             "data_dir": str(data_dir),
             "logs": str(supervisor.log_dir),
