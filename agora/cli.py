@@ -16,6 +16,7 @@ from rich.console import Console
 from agora.chain.cli import app as node_app
 from agora.dashboard.cli import dashboard
 from agora.ledger_cli import account_app, dev_app, status, subnet_app, tx_app
+from agora.market.cli import market_app, provider_app
 from agora.net.cli import app as receipt_app
 from agora.wallet.cli import app as wallet_app
 
@@ -41,6 +42,10 @@ app.add_typer(
 app.add_typer(account_app, name="account", help="Balances, nonces and stake of an account.")
 app.add_typer(dev_app, name="dev", help="Helpers for the local dev network (faucet).")
 app.add_typer(receipt_app, name="receipt", help="Verify a miner's signed receipt offline.")
+app.add_typer(
+    provider_app, name="provider", help="Offer CPUs and GPUs for rent on the marketplace."
+)
+app.add_typer(market_app, name="market", help="Rent compute: orders, bids, leases, workloads.")
 app.command("status")(status)
 app.command("dashboard")(dashboard)
 

@@ -1,7 +1,7 @@
 """``python -m bench`` (``make bench``): every benchmark, one after the other.
 
 Each prints its figures next to the reference it is compared with. ``python -m bench NAME ...``
-runs only the named ones (ledger, yuma, models, miner, validator).
+runs only the named ones (ledger, yuma, models, miner, validator, gateway, market).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-ORDER = ["ledger", "yuma", "models", "miner", "validator"]
+ORDER = ["ledger", "yuma", "models", "miner", "validator", "gateway", "market"]
 
 
 def main(argv: list[str]) -> None:

@@ -23,6 +23,13 @@ from agora.chain.errors import NodeError, NodeUnreachable, TransactionRejected
 from agora.chain.models import (
     Account,
     BlockList,
+    Channel,
+    MarketChallenge,
+    MarketLease,
+    MarketOrder,
+    MarketOrderDetail,
+    MarketParams,
+    MarketProvider,
     Metagraph,
     Status,
     Subnet,
@@ -111,6 +118,71 @@ class LedgerClient:
     async def metagraph(self, netuid: int) -> Metagraph:
         data = await self._request("GET", f"/v1/subnets/{netuid}/metagraph")
         return Metagraph.model_validate(data)
+
+    async def channel(self, channel_id: int) -> Channel:
+        """One payment channel. NodeError ``unknown_channel`` if there is none."""
+        return Channel.model_validate(await self._request("GET", f"/v1/channels/{channel_id}"))
+
+    async def channels(
+        self, address: str, *, role: str | None = None, open_only: bool = False
+    ) -> list[Channel]:
+        """Channels where ``address`` is payer, payee or signer (or only ``role``)."""
+        params: dict[str, str] = {"open_only": "true" if open_only else "false"}
+        if role is not None:
+            params["role"] = role
+        data = await self._request("GET", f"/v1/accounts/{address}/channels", params=params)
+        return [Channel.model_validate(item) for item in data["channels"]]
+
+    # -- the compute market -------------------------------------------------------------------
+
+    async def market_params(self) -> MarketParams:
+        return MarketParams.model_validate(await self._request("GET", "/v1/market/params"))
+
+    async def market_providers(self, *, active_only: bool = False) -> list[MarketProvider]:
+        params = {"active_only": "true" if active_only else "false"}
+        data = await self._request("GET", "/v1/market/providers", params=params)
+        return [MarketProvider.model_validate(item) for item in data["providers"]]
+
+    async def market_provider(self, address: str) -> MarketProvider:
+        data = await self._request("GET", f"/v1/market/providers/{address}")
+        return MarketProvider.model_validate(data)
+
+    async def market_orders(
+        self, *, status: str | None = None, tenant: str | None = None
+    ) -> list[MarketOrder]:
+        params = {k: v for k, v in (("status", status), ("tenant", tenant)) if v is not None}
+        data = await self._request("GET", "/v1/market/orders", params=params)
+        return [MarketOrder.model_validate(item) for item in data["orders"]]
+
+    async def market_order(self, order_id: int) -> MarketOrderDetail:
+        """An order with its bids, cheapest first, each with the bidder's record."""
+        data = await self._request("GET", f"/v1/market/orders/{order_id}")
+        return MarketOrderDetail.model_validate(data)
+
+    async def market_leases(
+        self,
+        *,
+        provider: str | None = None,
+        tenant: str | None = None,
+        status: str | None = None,
+    ) -> list[MarketLease]:
+        pairs = (("provider", provider), ("tenant", tenant), ("status", status))
+        params = {k: v for k, v in pairs if v is not None}
+        data = await self._request("GET", "/v1/market/leases", params=params)
+        return [MarketLease.model_validate(item) for item in data["leases"]]
+
+    async def market_lease(self, lease_id: int) -> MarketLease:
+        data = await self._request("GET", f"/v1/market/leases/{lease_id}")
+        return MarketLease.model_validate(data)
+
+    async def market_challenges(
+        self, *, provider: str | None = None, pending: bool = False
+    ) -> list[MarketChallenge]:
+        params = {"pending": "true" if pending else "false"}
+        if provider is not None:
+            params["provider"] = provider
+        data = await self._request("GET", "/v1/market/challenges", params=params)
+        return [MarketChallenge.model_validate(item) for item in data["challenges"]]
 
     # -- transactions -------------------------------------------------------------------------
 

@@ -189,3 +189,174 @@ class Metagraph(BaseModel):
     bonds: list[list[tuple[int, int]]] = Field(
         description="Per uid, the sparse row [[target uid, fixed-point bond], ...]."
     )
+
+
+class Channel(BaseModel):
+    """A payment channel (rules in `agora.protocol.channels`)."""
+
+    id: int
+    payer: str = Field(description="Who locked the deposit and gets back what is not redeemed.")
+    payee: str = Field(description="Who redeems vouchers.")
+    signer: str = Field(description="Whose signature a voucher needs.")
+    deposit: int = Field(description="Units ever locked in it (once closed: what was redeemed).")
+    redeemed: int = Field(description="Units paid out to the payee so far.")
+    remaining: int = Field(description="deposit - redeemed: what vouchers can still pay.")
+    opened_at: int
+    expires_at: int = Field(description="From this block on, the payer may close it.")
+    closed: bool
+
+
+class ChannelList(BaseModel):
+    address: str
+    height: int = Field(description="The block the list was read at.")
+    channels: list[Channel] = Field(description="Oldest first.")
+
+
+# -- the compute market (rules in `agora.protocol.market`) ----------------------------------------
+
+
+class MarketHardware(BaseModel):
+    cpu: int = Field(description="Cores.")
+    mem: int = Field(description="MiB.")
+    gpu: int = 0
+    gpu_model: str = Field("", description="Empty in an order: any model.")
+    region: str = Field("", description="Empty in an order: any region.")
+
+
+class MarketHistory(BaseModel):
+    leases_served: int
+    leases_failed: int
+    blocks_served: int
+    blocks_lost: int = Field(description="Paid blocks refunded to tenants after failures.")
+    failures: int
+    slashed: int = Field(description="Units taken from the stake, compensation included.")
+    challenges_passed: int
+    challenges_failed: int
+    uptime_ppm: int | None = Field(
+        None, description="blocks_served / (blocks_served + blocks_lost) in millionths."
+    )
+
+
+class MarketProvider(BaseModel):
+    address: str
+    stake: int
+    hardware: MarketHardware = Field(description="Its capacity.")
+    used: MarketHardware = Field(description="What its open leases use.")
+    price_info: str
+    url: str = Field(description="Where its agent serves lease logs and files.")
+    registered_at: int
+    last_heartbeat: int
+    alive_at: int
+    alive_until: int = Field(description="The last block it may reach without a heartbeat.")
+    active: bool
+    attestations: dict[str, str] = Field(description="auditor -> attested attributes hash.")
+    attributes_hash: str = Field(description="Hash of its current hardware attributes.")
+    rate: int = Field(description="Units per block its open leases pay it.")
+    open_leases: int
+    open_bids: int
+    history: MarketHistory
+
+
+class MarketProviderList(BaseModel):
+    height: int
+    providers: list[MarketProvider]
+
+
+class MarketBid(BaseModel):
+    id: int
+    order: int
+    provider: str
+    price: int = Field(description="Units per block.")
+    hardware: MarketHardware = Field(description="Exactly what the provider gives.")
+    deposit: int
+    created_at: int
+    status: Literal["open", "won", "lost", "withdrawn"]
+    closed_at: int
+    provider_info: MarketProvider | None = Field(
+        None, description="The bidder's record (stake, history, uptime), to choose by."
+    )
+
+
+class MarketOrder(BaseModel):
+    id: int
+    tenant: str
+    need: MarketHardware
+    max_price: int = Field(description="Units per block.")
+    deposit: int = Field(description="Escrow per lease.")
+    count: int = Field(description="Leases (providers) wanted.")
+    auditor: str
+    created_at: int
+    status: Literal["open", "filled", "cancelled"]
+    bids: list[int]
+    leases: list[int]
+    closed_at: int
+    matching_providers: int = Field(
+        description="Active providers whose free hardware could serve it right now."
+    )
+
+
+class MarketOrderDetail(MarketOrder):
+    bid_details: list[MarketBid] = Field(description="Its bids, cheapest first.")
+
+
+class MarketOrderList(BaseModel):
+    height: int
+    orders: list[MarketOrder]
+
+
+class MarketLease(BaseModel):
+    id: int
+    order: int
+    bid: int
+    tenant: str
+    provider: str
+    price: int = Field(description="Units per block.")
+    hardware: MarketHardware
+    deposit: int = Field(description="Escrow, top-ups included.")
+    opened_at: int
+    expires_at: int = Field(description="The last block the escrow pays for.")
+    status: Literal["open", "closed"]
+    challenge: int
+    closed_at: int
+    close_reason: str
+    paid: int = Field(description="Units paid to the provider so far (final once closed).")
+    refunded: int
+    compensation: int
+    remaining: int = Field(description="Escrow left after the current block.")
+    paid_blocks: int
+    height: int = Field(description="The block these figures are read at.")
+    provider_url: str = Field(description="The provider agent's endpoint.")
+
+
+class MarketLeaseList(BaseModel):
+    height: int
+    leases: list[MarketLease]
+
+
+class MarketChallenge(BaseModel):
+    id: int
+    lease: int
+    provider: str
+    challenger: str
+    size: int
+    bond: int
+    posted_at: int
+    deadline: int
+    status: Literal["posted", "committed", "passed", "failed", "void"]
+    seed: str
+    root: str
+    committed_at: int
+    open_seed: str
+    closed_at: int
+    cells: int = Field(description="Cells the provider must open.")
+
+
+class MarketChallengeList(BaseModel):
+    height: int
+    challenges: list[MarketChallenge]
+
+
+class MarketParams(BaseModel):
+    params: dict[str, int]
+    block_time: float = Field(description="Seconds between blocks: converts per-hour prices.")
+    height: int

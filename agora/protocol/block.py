@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agora.protocol import accounts, channels, registry, stake, subnets, weights
+from agora.protocol import accounts, channels, market, registry, stake, subnets, weights
 from agora.protocol.codec import BLOCK_DOMAIN, hash_value, signing_bytes, verify_signature
 from agora.protocol.emission import end_block
 from agora.protocol.errors import BadNonce, InvalidBlock, InvalidTransaction, MalformedTransaction
+from agora.protocol.market_settle import settle_block
 from agora.protocol.params import ChainParams, Hyperparams
 from agora.protocol.state import State, state_root
 from agora.protocol.transactions import Transaction, check_signature, parse_transaction
@@ -132,6 +133,8 @@ def apply_transaction(state: State, tx: Transaction, block: int) -> None:
         channels.redeem_voucher(state, sender, body["channel"], body["cumulative"], body["voucher"])
     elif kind == "channel_close":
         channels.close_channel(state, sender, body["channel"], block)
+    elif kind in market.KINDS:
+        market.apply_market_tx(state, kind, sender, body, block)
     else:  # parse_transaction admits only known kinds
         raise MalformedTransaction(f"unknown kind {kind!r}")
     state.nonces[sender] = expected + 1
@@ -167,6 +170,7 @@ def execute(
             continue
         included.append(tx)
     end_block(new, height)
+    settle_block(new, height)  # the compute market: pay leases, expire, slash (market_settle)
     new.height = height
     new.timestamp = timestamp
     return new, included, rejected

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agora.protocol.codec import hash_value
+from agora.protocol.market_state import MarketState
 from agora.protocol.params import ChainParams, Hyperparams
 
 
@@ -247,6 +248,7 @@ class State:
     total_burned: int = 0
     channels: dict[int, Channel] = field(default_factory=dict)
     next_channel_id: int = 1
+    market: MarketState = field(default_factory=MarketState)  # rules in protocol/market.py
 
     def clone(self) -> State:
         """An independent copy: a block is executed on a copy and only kept if it is valid."""
@@ -268,6 +270,7 @@ class State:
             total_burned=self.total_burned,
             channels={cid: replace(c) for cid, c in self.channels.items()},
             next_channel_id=self.next_channel_id,
+            market=self.market.clone(),
         )
 
     # -- derived figures ------------------------------------------------------------------
@@ -286,15 +289,17 @@ class State:
         return sum(sum(by_cold.values()) for by_cold in self.stakes.values())
 
     def circulating(self) -> int:
-        """Units that exist somewhere: free balances, stake, subnet locks and channel deposits."""
+        """Units that exist somewhere: free balances, stake, subnet locks, channel deposits and
+        what the compute market holds (provider stakes, escrow, deposits, bonds)."""
         locked = sum(s.locked for s in self.subnets.values())
         escrowed = sum(c.remaining for c in self.channels.values())
-        return sum(self.balances.values()) + self.total_stake() + locked + escrowed
+        market = self.market.locked(self.height)
+        return sum(self.balances.values()) + self.total_stake() + locked + escrowed + market
 
     # -- encoding ---------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "chain_id": self.chain_id,
             "params": self.params.to_json(),
             "default_hyperparams": self.default_hyperparams.to_json(),
@@ -313,6 +318,10 @@ class State:
             "channels": {str(k): c.to_json() for k, c in sorted(self.channels.items())},
             "next_channel_id": self.next_channel_id,
         }
+        # A chain that never used the market encodes (and hashes) exactly as before it existed.
+        if not self.market.is_pristine():
+            doc["market"] = self.market.to_json()
+        return doc
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
@@ -334,6 +343,7 @@ class State:
             total_burned=data["total_burned"],
             channels={int(k): Channel.from_json(c) for k, c in data["channels"].items()},
             next_channel_id=data["next_channel_id"],
+            market=MarketState.from_json(data["market"]) if "market" in data else MarketState(),
         )
 
 

@@ -37,6 +37,11 @@ U16_LIST = "u16_list"
 UID_LIST = "uid_list"
 DICT = "dict"
 SIGNATURE = "signature"
+INT_LIST = "int_list"  # non-negative integers below 2^63
+HASH_LIST = "hash_list"  # SHA-256 hashes as hex
+
+# The compute market's resources, shared by registrations, orders and bids.
+_HARDWARE = {"cpu": INT, "mem": INT, "gpu": INT, "gpu_model": STR, "region": STR}
 
 # kind -> {field: type}. Every field is required; no other field is allowed.
 SCHEMAS: dict[str, dict[str, str]] = {
@@ -54,6 +59,21 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "channel_top_up": {"channel": INT, "amount": INT, "extend": INT},
     "channel_redeem": {"channel": INT, "cumulative": INT, "voucher": SIGNATURE},
     "channel_close": {"channel": INT},
+    # the compute market (rules in agora/protocol/market.py)
+    "market_register": {**_HARDWARE, "price_info": STR, "url": STR, "stake": INT},
+    "market_deregister": {},
+    "market_attest": {"provider": ADDRESS, "attrs_hash": HASH},
+    "market_order": {**_HARDWARE, "max_price": INT, "deposit": INT, "count": INT, "auditor": STR},
+    "market_cancel": {"order": INT},
+    "market_bid": {**_HARDWARE, "order": INT, "price": INT},
+    "market_withdraw": {"bid": INT},
+    "market_lease": {"bid": INT},
+    "market_close": {"lease": INT},
+    "market_top_up": {"lease": INT, "amount": INT},
+    "market_heartbeat": {},
+    "market_challenge": {"lease": INT, "size": INT},
+    "market_commit": {"challenge": INT, "root": HASH},
+    "market_open": {"challenge": INT, "values": INT_LIST, "proofs": HASH_LIST},
 }
 
 MAX_LIST = 4096
@@ -119,6 +139,22 @@ def _check_field(kind: str, name: str, expected: str, value: object) -> None:
         for item in value:
             if not _is_int(item) or not 0 <= item <= high:
                 raise MalformedTransaction(f"{where} entries must be integers in [0, {high}]")
+    if expected == INT_LIST and (
+        not isinstance(value, list)
+        or len(value) > MAX_LIST
+        or not all(_is_int(item) and 0 <= item < 2**63 for item in value)
+    ):
+        raise MalformedTransaction(
+            f"{where} must be a list of at most {MAX_LIST} integers in [0, 2^63)"
+        )
+    if expected == HASH_LIST and (
+        not isinstance(value, list)
+        or len(value) > MAX_LIST
+        or not all(is_hex(item, 64) for item in value)
+    ):
+        raise MalformedTransaction(
+            f"{where} must be a list of at most {MAX_LIST} SHA-256 hashes (64 lowercase hex)"
+        )
 
 
 def parse_transaction(data: object, max_bytes: int = 16_384) -> Transaction:
