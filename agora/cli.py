@@ -17,7 +17,9 @@ from agora.chain.cli import app as node_app
 from agora.dashboard.cli import dashboard
 from agora.ledger_cli import account_app, dev_app, status, subnet_app, tx_app
 from agora.market.cli import market_app, provider_app
+from agora.miner.cli import app as miner_app
 from agora.net.cli import app as receipt_app
+from agora.validator.cli import app as validator_app
 from agora.wallet.cli import app as wallet_app
 
 app = typer.Typer(
@@ -46,6 +48,8 @@ app.add_typer(
     provider_app, name="provider", help="Offer CPUs and GPUs for rent on the marketplace."
 )
 app.add_typer(market_app, name="market", help="Rent compute: orders, bids, leases, workloads.")
+app.add_typer(miner_app, name="miner", help="Serve a model on a subnet and get paid for it.")
+app.add_typer(validator_app, name="validator", help="Score a subnet's miners and set weights.")
 app.command("status")(status)
 app.command("dashboard")(dashboard)
 
@@ -90,19 +94,29 @@ def up(
         Path, typer.Option("--data-dir", help="Where the local network keeps its data.")
     ] = Path(".agora"),
     port: Annotated[int, typer.Option(help="Port of the ledger node's API.")] = 9944,
+    dashboard_port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8080,
+    miner_port: Annotated[int, typer.Option(help="First miner port (one per miner).")] = 8091,
     block_time: Annotated[float, typer.Option(help="Seconds between blocks.")] = 1.0,
 ) -> None:
     """Run a whole local network on this machine and print where to look.
 
-    Today: a ledger node with the dev accounts funded and a dev subnet. Data stays under
-    --data-dir (.agora/ in the current directory), so a restart continues where it stopped.
+    A ledger node, an embedding subnet and a text-generation subnet, four miners (one of them
+    deliberately bad), a validator and the dashboard, each its own process. Data stays under
+    --data-dir (.agora/ in the current directory), so a restart continues where it stopped;
+    devnet.json there lists every URL.
 
         agora up
-        agora up --data-dir /tmp/agora --port 9955
+        agora up --data-dir /tmp/agora --port 9955 --dashboard-port 8088 --miner-port 8191
     """
     from agora.devnet import run_devnet
 
-    run_devnet(data_dir=data_dir, port=port, block_time=block_time)
+    run_devnet(
+        data_dir=data_dir,
+        port=port,
+        block_time=block_time,
+        dashboard_port=dashboard_port,
+        miner_port=miner_port,
+    )
 
 
 def main() -> None:

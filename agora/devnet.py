@@ -2,9 +2,14 @@
 
 A small supervisor: it starts each part of the network as its own process (real HTTP between
 them, as on many machines), waits until each answers, sets up what the network needs on the
-ledger (a dev subnet), prints where to look, writes the same as JSON to ``<data-dir>/devnet.json``
-for scripts and tests, and stops everything on Ctrl-C or SIGTERM. Today the parts are the ledger
-node and the dev subnet; miners, a validator, the gateway and the dashboard join as they land.
+ledger, prints where to look, writes the same as JSON to ``<data-dir>/devnet.json`` for scripts
+and tests, then prints the metagraphs as they change until Ctrl-C or SIGTERM stops everything.
+
+The network: a ledger node (1 s blocks), subnet 1 for embeddings (all-MiniLM-L6-v2) and subnet 2
+for text generation (a tiny seeded language model built on first use), owned by the dev account
+alice; three miners on subnet 1 (bob and charlie honest, dave deliberately returning random
+vectors) and one on subnet 2 (ferdie); eve validating both subnets; and the dashboard. Within a
+couple of minutes the honest miners earn incentive and dave stays at zero.
 """
 
 from __future__ import annotations
@@ -29,7 +34,19 @@ from agora.crypto.keys import Keypair
 from agora.crypto.signing import sign_transaction
 
 console = Console()
-DEV_SUBNET_OWNER = "alice"
+OWNER = "alice"
+VALIDATOR = "eve"
+# netuid -> model served on it
+SUBNETS = {1: "embed:minilm", 2: "generate:tiny"}
+# dev account -> (netuid, extra miner flags)
+MINERS: dict[str, tuple[int, list[str]]] = {
+    "bob": (1, []),
+    "charlie": (1, []),
+    "dave": (1, ["--cheat", "random"]),
+    "ferdie": (2, []),
+}
+MODEL_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+DEV_NAMES = ["alice", "bob", "charlie", "dave", "eve", "ferdie", "faucet"]
 
 
 @dataclass
@@ -41,14 +58,14 @@ class Supervisor:
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        self.processes[name] = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-        )
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+            )
 
     def check(self) -> None:
         """Raise if a process died, pointing at its log."""
@@ -63,15 +80,16 @@ class Supervisor:
         for process in reversed(self.processes.values()):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 20
         for process in reversed(self.processes.values()):
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
-def wait_for_http(url: str, supervisor: Supervisor, what: str, timeout: float = 60.0) -> None:
+def wait_for_http(url: str, supervisor: Supervisor, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     with console.status(f"starting {what}…"):
         while time.monotonic() < deadline:
@@ -81,44 +99,90 @@ def wait_for_http(url: str, supervisor: Supervisor, what: str, timeout: float = 
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.3)
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s")
 
 
-async def ensure_dev_subnet(node_url: str) -> int:
-    """The dev subnet's netuid, creating it (owned by the dev account alice) if needed."""
+async def ensure_subnets(node_url: str, count: int) -> list[int]:
+    """Netuids 1..count, created (owned by the dev account alice) where missing."""
     async with LedgerClient(node_url) as client:
-        subnets = await client.subnets()
-        if subnets:
-            return subnets[0].netuid
-        owner = Keypair.from_name(DEV_SUBNET_OWNER)
-        status = await client.status()
-        nonce = await client.next_nonce(owner.address)
-        tx = sign_transaction(owner, status.chain_id, "create_subnet", nonce, {})
-        info = await client.wait_for_tx(await client.submit(tx), timeout=60)
-        if info.status != "included":
-            raise RuntimeError(f"could not create the dev subnet: {info.code}: {info.message}")
-        return (await client.subnets())[0].netuid
+        owner = Keypair.from_name(OWNER)
+        while len(await client.subnets()) < count:
+            status = await client.status()
+            nonce = await client.next_nonce(owner.address)
+            tx = sign_transaction(owner, status.chain_id, "create_subnet", nonce, {})
+            info = await client.wait_for_tx(await client.submit(tx), timeout=60)
+            if info.status != "included":
+                raise RuntimeError(f"could not create a dev subnet: {info.code}: {info.message}")
+        return [s.netuid for s in await client.subnets()][:count]
+
+
+def dev_name(hotkey: str) -> str:
+    for name in DEV_NAMES:
+        if Keypair.from_name(name + "/hot").address == hotkey:
+            return name
+    return hotkey[:8]
+
+
+async def metagraph_tables(node_url: str) -> list[Table]:
+    tables = []
+    async with LedgerClient(node_url) as client:
+        for netuid, model in SUBNETS.items():
+            meta = await client.metagraph(netuid)
+            table = Table(title=f"subnet {netuid} ({model}) at block {meta.block}", pad_edge=False)
+            for column in ("uid", "who", "role", "stake", "incentive", "dividends", "emission"):
+                table.add_column(column, justify="left" if column in ("who", "role") else "right")
+            for n in meta.neurons:
+                name = dev_name(n.hotkey)
+                flags = MINERS.get(name, (0, []))[1]
+                role = (
+                    "validator"
+                    if name == VALIDATOR
+                    else ("miner (cheats)" if "--cheat" in flags else "miner")
+                )
+                table.add_row(
+                    str(n.uid),
+                    name,
+                    role,
+                    f"{n.stake / 1e9:,.3f}",
+                    f"{n.incentive_float:.3f}",
+                    f"{n.dividends_float:.3f}",
+                    f"{n.emission / 1e9:,.4f}",
+                )
+            tables.append(table)
+    return tables
 
 
 def print_summary(info: dict[str, Any]) -> None:
     table = Table(title="Agora local network is up", show_header=False, title_style="bold green")
     table.add_row("dashboard", info["dashboard"])
-    table.add_row("ledger node API", info["node"])
-    table.add_row("API docs", info["node"] + "/docs")
-    table.add_row("block events (SSE)", info["node"] + "/v1/events")
-    table.add_row("dev subnet", f"netuid {info['subnet']}  (owner: dev account alice)")
+    table.add_row("ledger node API", info["node"] + "  (docs: /docs, events: /v1/events)")
+    for netuid, model in SUBNETS.items():
+        miners = [
+            f"{name}{' (cheats)' if flags else ''} {info['miners'][name]}"
+            for name, (n, flags) in MINERS.items()
+            if n == netuid
+        ]
+        table.add_row(f"subnet {netuid}: {model}", "\n".join(miners))
+    table.add_row("validator", f"{VALIDATOR} on subnets {', '.join(map(str, SUBNETS))}")
     table.add_row("data", info["data_dir"])
     table.add_row("logs", info["logs"])
     console.print(table)
     console.print(
-        "Try:  [bold].venv/bin/agora status[/]    "
-        f"[bold].venv/bin/agora subnet show {info['subnet']}[/]    "
-        "[bold].venv/bin/agora dev fund dev:bob 5[/]\nCtrl-C stops everything."
+        "Try:  [bold].venv/bin/agora status[/]    [bold].venv/bin/agora subnet show 1[/]    "
+        "open the dashboard.\nThe metagraphs below refresh as epochs pass; Ctrl-C stops everything."
     )
 
 
-def run_devnet(data_dir: Path, port: int, block_time: float, host: str = "127.0.0.1") -> None:
+def run_devnet(
+    data_dir: Path,
+    port: int,
+    block_time: float,
+    host: str = "127.0.0.1",
+    dashboard_port: int = 8080,
+    miner_port: int = 8091,
+    refresh: float = 20.0,
+) -> None:
     data_dir = data_dir.resolve()
     supervisor = Supervisor(log_dir=data_dir / "logs")
     node_url = f"http://{host}:{port}"
@@ -129,11 +193,12 @@ def run_devnet(data_dir: Path, port: int, block_time: float, host: str = "127.0.
         stop_requested = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    python = sys.executable
     try:
         supervisor.start(
             "node",
             [
-                sys.executable,
+                python,
                 "-m",
                 "agora.chain",
                 "start",
@@ -149,13 +214,14 @@ def run_devnet(data_dir: Path, port: int, block_time: float, host: str = "127.0.
             ],
         )
         wait_for_http(node_url + "/v1/status", supervisor, "the ledger node")
-        with console.status("creating the dev subnet…"):
-            netuid = asyncio.run(ensure_dev_subnet(node_url))
-        dashboard_url = f"http://{host}:{port + 136}"  # 9944 -> 10080
+        with console.status("creating the dev subnets…"):
+            asyncio.run(ensure_subnets(node_url, len(SUBNETS)))
+
+        dashboard_url = f"http://{host}:{dashboard_port}"
         supervisor.start(
             "dashboard",
             [
-                sys.executable,
+                python,
                 "-m",
                 "agora.dashboard",
                 "--node",
@@ -163,29 +229,96 @@ def run_devnet(data_dir: Path, port: int, block_time: float, host: str = "127.0.
                 "--host",
                 host,
                 "--port",
-                str(port + 136),
+                str(dashboard_port),
             ],
         )
+        miners: dict[str, str] = {}
+        for index, (name, (netuid, flags)) in enumerate(MINERS.items()):
+            miner_url = f"http://{host}:{miner_port + index}"
+            miners[name] = miner_url
+            supervisor.start(
+                f"miner-{name}",
+                [
+                    python,
+                    "-m",
+                    "agora.miner",
+                    "start",
+                    "--dev-key",
+                    name,
+                    "--subnet",
+                    str(netuid),
+                    "--model",
+                    SUBNETS[netuid],
+                    "--host",
+                    host,
+                    "--port",
+                    str(miner_port + index),
+                    "--node",
+                    node_url,
+                    "--data-dir",
+                    str(data_dir / "models"),
+                    "--yes",
+                    *flags,
+                ],
+                env=MODEL_ENV,
+            )
         wait_for_http(dashboard_url + "/config.json", supervisor, "the dashboard")
+        for name, miner_url in miners.items():
+            wait_for_http(miner_url + "/health", supervisor, f"miner {name}", timeout=300)
+        for netuid, model in SUBNETS.items():
+            supervisor.start(
+                f"validator-{netuid}",
+                [
+                    python,
+                    "-m",
+                    "agora.validator",
+                    "start",
+                    "--dev-key",
+                    VALIDATOR,
+                    "--subnet",
+                    str(netuid),
+                    "--model",
+                    model,
+                    "--node",
+                    node_url,
+                    "--data-dir",
+                    str(data_dir / f"validator-{netuid}"),
+                    "--stake",
+                    "100",
+                    "--probe-interval",
+                    "5",
+                ],
+                env=MODEL_ENV,
+            )
         info = {
             "node": node_url,
             "dashboard": dashboard_url,
-            "subnet": netuid,
+            "subnets": {str(netuid): model for netuid, model in SUBNETS.items()},
+            "miners": miners,
+            "validator": Keypair.from_name(VALIDATOR + "/hot").address,
             "data_dir": str(data_dir),
             "logs": str(supervisor.log_dir),
             "pids": {name: p.pid for name, p in supervisor.processes.items()},
         }
         (data_dir / "devnet.json").write_text(json.dumps(info, indent=2) + "\n")
         print_summary(info)
+        next_print = time.monotonic() + refresh
         while not stop_requested:
             supervisor.check()
+            if time.monotonic() >= next_print:
+                next_print = time.monotonic() + refresh
+                try:
+                    for table in asyncio.run(metagraph_tables(node_url)):
+                        console.print(table)
+                except Exception as error:
+                    console.print(f"[yellow]could not read the metagraph: {error}[/]")
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     except RuntimeError as error:
         console.print(f"[red]error:[/] {error}")
-        supervisor.stop()
-        raise SystemExit(1) from None
-    finally:
         console.print("stopping the local network…")
         supervisor.stop()
+        raise SystemExit(1) from None
+    console.print("stopping the local network…")
+    supervisor.stop()
