@@ -15,6 +15,7 @@ from rich.console import Console
 
 from agora.chain.cli import app as node_app
 from agora.dashboard.cli import dashboard
+from agora.gateway.cli import app as gateway_app
 from agora.ledger_cli import account_app, dev_app, status, subnet_app, tx_app
 from agora.market.cli import market_app, provider_app
 from agora.miner.cli import app as miner_app
@@ -49,6 +50,7 @@ app.add_typer(
 )
 app.add_typer(market_app, name="market", help="Rent compute: orders, bids, leases, workloads.")
 app.add_typer(miner_app, name="miner", help="Serve a model on a subnet and get paid for it.")
+app.add_typer(gateway_app, name="gateway", help="Sell inference through an OpenAI-compatible API.")
 app.add_typer(validator_app, name="validator", help="Score a subnet's miners and set weights.")
 app.command("status")(status)
 app.command("dashboard")(dashboard)
@@ -96,12 +98,16 @@ def up(
     port: Annotated[int, typer.Option(help="Port of the ledger node's API.")] = 9944,
     dashboard_port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8080,
     miner_port: Annotated[int, typer.Option(help="First miner port (one per miner).")] = 8091,
+    gateway_port: Annotated[
+        int, typer.Option(help="Port of the OpenAI-compatible gateway.")
+    ] = 8000,
     block_time: Annotated[float, typer.Option(help="Seconds between blocks.")] = 1.0,
 ) -> None:
     """Run a whole local network on this machine and print where to look.
 
     A ledger node, an embedding subnet and a text-generation subnet, four miners (one of them
-    deliberately bad), a validator and the dashboard, each its own process. Data stays under
+    deliberately bad), a validator, the OpenAI-compatible gateway with a demo API key, and the
+    dashboard, each its own process. Data stays under
     --data-dir (.agora/ in the current directory), so a restart continues where it stopped;
     devnet.json there lists every URL.
 
@@ -116,6 +122,7 @@ def up(
         block_time=block_time,
         dashboard_port=dashboard_port,
         miner_port=miner_port,
+        gateway_port=gateway_port,
     )
 
 

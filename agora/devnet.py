@@ -8,7 +8,8 @@ and tests, then prints the metagraphs as they change until Ctrl-C or SIGTERM sto
 The network: a ledger node (1 s blocks), subnet 1 for embeddings (all-MiniLM-L6-v2) and subnet 2
 for text generation (a tiny seeded language model built on first use), owned by the dev account
 alice; three miners on subnet 1 (bob and charlie honest, dave deliberately returning random
-vectors) and one on subnet 2 (ferdie); eve validating both subnets; and the dashboard. Within a
+vectors) and one on subnet 2 (ferdie); eve validating both subnets; the OpenAI-compatible
+gateway with a demo API key backed by 10 tokens of alice's in escrow; and the dashboard. Within a
 couple of minutes the honest miners earn incentive and dave stays at zero.
 """
 
@@ -46,7 +47,8 @@ MINERS: dict[str, tuple[int, list[str]]] = {
     "ferdie": (2, []),
 }
 MODEL_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-DEV_NAMES = ["alice", "bob", "charlie", "dave", "eve", "ferdie", "faucet"]
+DEV_NAMES = ["alice", "bob", "charlie", "dave", "eve", "ferdie", "faucet", "gateway"]
+GATEWAY_MODELS = {"minilm": 1, "tiny-llm": 2}  # OpenAI model name -> netuid
 
 
 @dataclass
@@ -153,9 +155,28 @@ async def metagraph_tables(node_url: str) -> list[Table]:
     return tables
 
 
+def demo_key(gateway_url: str, node_url: str, data_dir: Path) -> dict[str, Any]:
+    """The demo API key: the one a previous run saved if the gateway still knows it, else new."""
+    from agora.gateway.devnet import create_demo_key
+
+    saved = data_dir / "devnet.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        key = previous.get("api_key")
+        if key:
+            answer = httpx.get(
+                gateway_url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10
+            )
+            if answer.status_code == 200:
+                return {"key": key, "key_id": previous.get("api_key_id")}
+    return create_demo_key(gateway_url, node_url, dev_account=OWNER, deposit_tokens=10)
+
+
 def print_summary(info: dict[str, Any]) -> None:
     table = Table(title="Agora local network is up", show_header=False, title_style="bold green")
     table.add_row("dashboard", info["dashboard"])
+    table.add_row("OpenAI-compatible API", f"{info['gateway']}  (models: minilm, tiny-llm)")
+    table.add_row("demo API key", f"{info['api_key']}  (10 tokens of alice's in escrow)")
     table.add_row("ledger node API", info["node"] + "  (docs: /docs, events: /v1/events)")
     for netuid, model in SUBNETS.items():
         miners = [
@@ -170,7 +191,12 @@ def print_summary(info: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         "Try:  [bold].venv/bin/agora status[/]    [bold].venv/bin/agora subnet show 1[/]    "
-        "open the dashboard.\nThe metagraphs below refresh as epochs pass; Ctrl-C stops everything."
+        "open the dashboard, or:\n"
+        '  .venv/bin/python -c "from openai import OpenAI; '
+        f"c = OpenAI(base_url='{info['gateway']}', api_key='{info['api_key']}'); "
+        "print(c.embeddings.create(model='minilm', "
+        "input=['hello']).data[0].embedding[:4])\"\n"
+        "The metagraphs below refresh as epochs pass; Ctrl-C stops everything."
     )
 
 
@@ -181,6 +207,7 @@ def run_devnet(
     host: str = "127.0.0.1",
     dashboard_port: int = 8080,
     miner_port: int = 8091,
+    gateway_port: int = 8000,
     refresh: float = 20.0,
 ) -> None:
     data_dir = data_dir.resolve()
@@ -217,21 +244,24 @@ def run_devnet(
         with console.status("creating the dev subnets…"):
             asyncio.run(ensure_subnets(node_url, len(SUBNETS)))
 
-        dashboard_url = f"http://{host}:{dashboard_port}"
-        supervisor.start(
-            "dashboard",
-            [
-                python,
-                "-m",
-                "agora.dashboard",
-                "--node",
-                node_url,
-                "--host",
-                host,
-                "--port",
-                str(dashboard_port),
-            ],
+        # The gateway registers on both subnets before the miners start, so that miners, which
+        # read who may call them from the metagraph, accept it from their first request.
+        from agora.gateway.devnet import fund_dev_gateway, gateway_command
+
+        gateway_url = f"http://{host}:{gateway_port}"
+        with console.status("funding the gateway…"):
+            fund_dev_gateway(node_url)
+        command = gateway_command(
+            node_url, data_dir / "gateway", port=gateway_port, host=host, serve=GATEWAY_MODELS
         )
+        supervisor.start("gateway", command)
+        wait_for_http(gateway_url + "/health", supervisor, "the gateway")
+        dashboard_url = f"http://{host}:{dashboard_port}"
+        dashboard = [
+            python, "-m", "agora.dashboard", "--node", node_url, "--gateway", gateway_url,
+            "--host", host, "--port", str(dashboard_port),
+        ]  # fmt: skip
+        supervisor.start("dashboard", dashboard)
         miners: dict[str, str] = {}
         for index, (name, (netuid, flags)) in enumerate(MINERS.items()):
             miner_url = f"http://{host}:{miner_port + index}"
@@ -290,9 +320,14 @@ def run_devnet(
                 ],
                 env=MODEL_ENV,
             )
+        with console.status("opening the demo API key's escrow…"):
+            demo = demo_key(gateway_url, node_url, data_dir)
         info = {
             "node": node_url,
             "dashboard": dashboard_url,
+            "gateway": gateway_url + "/v1",
+            "api_key": demo["key"],
+            "api_key_id": demo.get("key_id"),
             "subnets": {str(netuid): model for netuid, model in SUBNETS.items()},
             "miners": miners,
             "validator": Keypair.from_name(VALIDATOR + "/hot").address,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from agora.chain.testing import free_port
 from agora.crypto.keys import Keypair
@@ -21,12 +22,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_up_starts_the_network_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
-    port, dashboard = free_port(), free_port()
+    port, dashboard, gateway = free_port(), free_port(), free_port()
     miner_port = 20000 + os.getpid() % 20000  # four consecutive ports from here
     data = tmp_path / "net"
     command = [
         sys.executable, "-m", "agora.cli", "up", "--data-dir", str(data), "--port", str(port),
         "--dashboard-port", str(dashboard), "--miner-port", str(miner_port),
+        "--gateway-port", str(gateway),
     ]  # fmt: skip
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
@@ -54,6 +56,9 @@ def test_up_starts_the_network_and_stops_everything_on_sigterm(tmp_path: Path) -
         while httpx.get(f"{node}/v1/accounts/{validator}").json()["stake_behind"] == 0:
             assert time.monotonic() < deadline, "the validator never staked"
             time.sleep(1)
+        client = OpenAI(base_url=str(info["gateway"]), api_key=str(info["api_key"]), max_retries=5)
+        vector = client.embeddings.create(model="minilm", input=["hello"]).data[0].embedding
+        assert len(vector) == 384
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
         assert proc.returncode == 0, output
