@@ -1,30 +1,36 @@
 """Miner throughput and latency over signed HTTP, next to the same engine called in-process.
 
 What runs: a dev ledger node, a subnet, a registered caller, and a real miner process
-(``python -m agora.miner start``) per workload on loopback. For each workload and for 1, 8 and
-32 concurrent clients, this process measures two ways of getting the same answers:
+(``python -m agora.miner start``, its model in its engine process) per workload on loopback. For
+each workload and for 1, 8 and 32 concurrent clients, this process measures two ways of getting
+the same answers:
 
-- **over HTTP**: that many clients keep sending signed requests (``AgoraAuth``, a fresh nonce
-  each, httpx) to the miner, which checks each request, batches the model calls, counts tokens,
-  prices and signs a receipt. The first answer's receipt is verified;
+- **over HTTP**: that many clients keep sending signed requests to the miner on keep-alive
+  connections (``sign_request`` headers, a fresh nonce each; a minimal HTTP/1.1 client, as
+  wrk is, so the load generator takes little CPU from the miner on a shared machine). The miner
+  checks each request, batches the model calls, counts tokens, prices and signs a receipt. The
+  first answer's receipt is verified (with httpx and ``verify_receipt``);
 - **in-process**: that many callers keep calling the same engine spec loaded in this process,
   behind the miner's own ``BatchedEngine`` settings and torch threads, with no network, no
   signatures and no receipts.
 
 Each cell runs the two ways in alternating rounds (``--rounds``), so a change in the machine's
 load during the run weighs on both alike. Reported: requests per second, p50 and p99 latency,
-and the HTTP/in-process throughput ratio (the wire's cost). The load generator shares the
-machine with the miner (2 cores on the build machine), so the HTTP figures include the client's
-own work and are a lower bound for the miner. By default torch gets one thread in both (leaving
-the other core to the HTTP side on a 2-core machine); ``--threads 0`` uses torch's default.
+the HTTP/in-process throughput ratio (the wire's cost), the miner's mean batch size, and CPU
+milliseconds per request by process (engine process, miner, load generator; in-process), which
+say where the time goes whatever else the machine is doing. The load generator shares the
+machine with the miner (2 cores on the build machine). Torch gets one thread in both (the
+miner's default on 2 cores: torch's default less one); ``--threads N`` sets another count.
 
 Workloads: ``embed`` is one short sentence per request (a gateway embedding a query);
 ``generate`` is a 40-character prompt and 64 greedy tokens on the tiny LM.
 
 Run:
 
-    python -m bench.bench_miner                 # about 2 minutes
-    python -m bench.bench_miner --seconds 3     # shorter runs per cell
+    python -m bench.bench_miner                       # about 2 minutes
+    python -m bench.bench_miner --seconds 3           # shorter cells
+    python -m bench.bench_miner --max-wait-ms 25      # batch wait, miner and in-process alike
+    python -m bench.bench_miner --miner-in-process    # the model in the miner's own process
 
 Results go to stdout and ``bench/out/bench_miner.json``.
 """
@@ -43,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,7 +62,7 @@ from agora.crypto.signing import sign_transaction
 from agora.miner.config import MinerConfig
 from agora.miner.service import load_miner_engine
 from agora.models.base import Engine
-from agora.net import AgoraAuth, verify_receipt
+from agora.net import AgoraAuth, sign_request, verify_receipt
 
 T = TypeVar("T")
 OUT = Path(__file__).resolve().parent / "out" / "bench_miner.json"
@@ -96,6 +102,8 @@ class Cell:
     requests: int
     seconds: float
     latencies: list[float]
+    completed: int = 0  # including the warmup's
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, whole round
 
     @property
     def rps(self) -> float:
@@ -107,10 +115,16 @@ class Cell:
 
     @classmethod
     def merge(cls, cells: list[Cell]) -> Cell:
+        cpu: dict[str, float] = {}
+        for cell in cells:
+            for name, seconds in cell.cpu.items():
+                cpu[name] = cpu.get(name, 0.0) + seconds
         return cls(
             sum(c.requests for c in cells),
             sum(c.seconds for c in cells),
             [x for c in cells for x in c.latencies],
+            sum(c.completed for c in cells),
+            cpu,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +135,10 @@ class Cell:
             "p50_ms": round(self.percentile(0.50), 2),
             "p99_ms": round(self.percentile(0.99), 2),
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2),
+            "cpu_ms_per_request": {
+                name: round(1000 * seconds / max(self.completed, 1), 3)
+                for name, seconds in self.cpu.items()
+            },
         }
 
 
@@ -145,7 +163,38 @@ async def drive(
                 latencies.append(clock() - began)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return Cell(len(latencies), clock() - measure_from, latencies)
+    return Cell(len(latencies), clock() - measure_from, latencies, counter)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_snapshot(miner_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far: this process (the client, or the in-process callers), and, over
+    HTTP, the miner process and its engine process."""
+    if miner_pid is None:
+        return {"in_process": time.process_time()}
+    return {
+        "client": time.process_time(),
+        "miner": cpu_seconds(miner_pid),
+        "engine_process": sum(cpu_seconds(child) for child in child_pids(miner_pid)),
+    }
 
 
 # -- setting up the network ----------------------------------------------------------------------
@@ -184,24 +233,74 @@ def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def miner_args(
-    work: Workload, netuid: int, port: int, node: str, data_dir: Path, threads: int | None
+    work: Workload,
+    netuid: int,
+    port: int,
+    node: str,
+    data_dir: Path,
+    threads: int | None,
+    max_wait_ms: float,
+    in_process: bool = False,
 ) -> list[str]:
     return [
         sys.executable, "-m", "agora.miner", "start", "--dev-key", work.dev_key,
         "--subnet", str(netuid), "--model", work.model, "--port", str(port), "--node", node,
         "--data-dir", str(data_dir), "--rate-limit", "1000000", "--burst", "1000000",
-        "--log-level", "warning", *(["--threads", str(threads)] if threads else []),
+        "--log-level", "warning", "--max-wait-ms", str(max_wait_ms),
+        *(["--threads", str(threads)] if threads else []),
+        *(["--in-process"] if in_process else []),
     ]  # fmt: skip
 
 
 # -- the two ways to call ------------------------------------------------------------------------
 
 
-def http_caller(work: Workload, http: httpx.AsyncClient) -> Callable[[int], Awaitable[None]]:
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs signed requests: a minimal load generator
+    (like wrk), so that the client's own CPU takes as little as possible from the miner on a
+    shared machine. The requests are the ones any client sends: ``sign_request`` headers, the
+    JSON body, ``Content-Length``."""
+
+    def __init__(self, host: str, port: int, miner: str) -> None:
+        self.host, self.port, self.miner = host, port, miner
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        headers = sign_request(CALLER, self.miner, "POST", path, body)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def http_caller(work: Workload, pool: list[Connection]) -> Callable[[int], Awaitable[None]]:
+    """``one(i)`` for concurrent callers, each taking a keep-alive connection from ``pool``."""
+
     async def one(i: int) -> None:
-        response = await http.post(work.path, content=work.body(i))
-        if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        connection = pool.pop()
+        try:
+            status, body = await connection.post(work.path, work.body(i))
+        finally:
+            pool.append(connection)
+        if status != 200:
+            raise RuntimeError(f"{status}: {body[:200]!r}")
 
     return one
 
@@ -217,6 +316,7 @@ async def bench_workload(
     work: Workload,
     url: str,
     miner: str,
+    miner_pid: int,
     engine: Engine,
     seconds: float,
     warmup: float,
@@ -235,16 +335,27 @@ async def bench_workload(
         response.raise_for_status()
         verify_receipt(response.json()["agora_receipt"], body, response.content, miner=miner)
         await work.call(engine, 0)
-        ways = {"http": http_caller(work, http), "in_process": engine_caller(work, engine)}
+        parsed = httpx.URL(url)
         for concurrency in CONCURRENCY:
+            pool = [Connection(parsed.host, parsed.port or 80, miner) for _ in range(concurrency)]
+            ways = {
+                "http": http_caller(work, pool),
+                "in_process": engine_caller(work, engine),
+            }
             cells: dict[str, list[Cell]] = {name: [] for name in ways}
             for round_ in range(rounds):
                 for name, one in ways.items():
+                    pid = miner_pid if name == "http" else None
+                    before = cpu_snapshot(pid)
                     cell = await drive(
                         concurrency, seconds / rounds, one, warmup if not round_ else 0
                     )
+                    after = cpu_snapshot(pid)
+                    cell.cpu = {k: after[k] - before[k] for k in after}
                     cells[name].append(cell)
             results[concurrency] = {name: Cell.merge(parts) for name, parts in cells.items()}
+            for connection in pool:
+                connection.close()
     return results
 
 
@@ -262,22 +373,33 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'workload':<9} {'clients':>7} | {'HTTP req/s':>10} {'p50 ms':>8} {'p99 ms':>8} | "
-        f"{'in-proc req/s':>13} {'p50 ms':>8} {'p99 ms':>8} | {'HTTP/in-proc':>12}",
-        "-" * 101,
+        f"{'workload':<9} {'clients':>7} | {'HTTP req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'in-proc req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'HTTP/in-proc':>12} | "
+        f"{'CPU ms/req: engine, miner, client | in-proc':>43}",
+        "-" * 144,
     ]
     for name, rows in report["results"].items():
         for concurrency, row in rows.items():
             http, local = row["http"], row["in_process"]
+            cpu, cpu_local = http["cpu_ms_per_request"], local["cpu_ms_per_request"]
             lines.append(
-                f"{name:<9} {concurrency:>7} | {http['rps']:>10.1f} {http['p50_ms']:>8.1f} "
-                f"{http['p99_ms']:>8.1f} | {local['rps']:>13.1f} {local['p50_ms']:>8.1f} "
-                f"{local['p99_ms']:>8.1f} | {row['ratio']:>11.0%}"
+                f"{name:<9} {concurrency:>7} | {http['rps']:>10.1f} {http['p50_ms']:>7.1f} "
+                f"{http['p99_ms']:>7.1f} | {local['rps']:>13.1f} {local['p50_ms']:>7.1f} "
+                f"{local['p99_ms']:>7.1f} | {row['ratio']:>11.0%} | "
+                f"{cpu.get('engine_process', 0):>14.2f} {cpu.get('miner', 0):>6.2f} "
+                f"{cpu.get('client', 0):>6.2f} | {cpu_local.get('in_process', 0):>7.2f}"
             )
     return "\n".join(lines)
 
 
-async def run(seconds: float, warmup: float, rounds: int, threads: int | None) -> dict[str, Any]:
+async def run(
+    seconds: float,
+    warmup: float,
+    rounds: int,
+    threads: int | None,
+    max_wait_ms: float,
+    miner_in_process: bool,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-miner-") as tmp:
         data_dir = Path(tmp)
         node_port = free_port()
@@ -293,7 +415,9 @@ async def run(seconds: float, warmup: float, rounds: int, threads: int | None) -
             for work in WORKLOADS:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
-                args = miner_args(work, netuid, port, node_url, data_dir, threads)
+                args = miner_args(
+                    work, netuid, port, node_url, data_dir, threads, max_wait_ms, miner_in_process
+                )
                 log = data_dir / f"miner-{work.name}.log"
                 print(f"{work.name}: starting the {work.model} miner…", file=sys.stderr)
                 with process(args, log) as miner:
@@ -303,6 +427,7 @@ async def run(seconds: float, warmup: float, rounds: int, threads: int | None) -
                         model=work.model,
                         data_dir=data_dir,
                         threads=threads,
+                        max_wait_ms=max_wait_ms,
                         engine_process=False,
                     )
                     engine = await load_miner_engine(config)
@@ -315,10 +440,14 @@ async def run(seconds: float, warmup: float, rounds: int, threads: int | None) -
                     print(f"{work.name}: measuring…", file=sys.stderr)
                     try:
                         cells = await bench_workload(
-                            work, url, hotkey, engine, seconds, warmup, rounds
+                            work, url, hotkey, miner.pid, engine, seconds, warmup, rounds
                         )
                     finally:
                         await engine.close()
+                stopped = [line for line in log.read_text().splitlines() if "stopped after" in line]
+                report.setdefault("miner_batching", {})[work.name] = (
+                    stopped[-1].strip() if stopped else None
+                )
                 report["results"][work.name] = {
                     c: {
                         "http": ways["http"].to_json(),
@@ -341,18 +470,40 @@ def main(argv: list[str] | None = None) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch threads, the same in the miner and in-process (0: torch's default)",
+        help="torch threads, the same in the miner and in-process",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=MinerConfig.max_wait_ms,
+        help="batch wait, the same in the miner and in-process (the miner's default)",
+    )
+    parser.add_argument(
+        "--miner-in-process",
+        action="store_true",
+        help="run the miner's model in its own process (--in-process) instead of an engine process",
     )
     args = parser.parse_args(argv)
     threads = args.threads or None
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    report = _run(run(args.seconds, args.warmup, args.rounds, threads))
+    report = _run(
+        run(
+            args.seconds,
+            args.warmup,
+            args.rounds,
+            threads,
+            args.max_wait_ms,
+            args.miner_in_process,
+        )
+    )
     report.update(
         {
             "seconds_per_cell": args.seconds,
             "rounds": args.rounds,
             "torch_threads": threads or "default",
+            "max_wait_ms": args.max_wait_ms,
+            "miner_engine": "in its own process" if args.miner_in_process else "engine process",
             "max_tokens": MAX_TOKENS,
             "cpus": os.cpu_count(),
             "load_average_at_start": round(load, 2),
@@ -361,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
         }
     )
     print(table(report))
+    for name, line in report.get("miner_batching", {}).items():
+        print(f"{name} miner: {line}")
     print(
         f"(load average at start {load:.2f}; {os.cpu_count()} CPUs; "
         f"{report['total_seconds']} s in all)"

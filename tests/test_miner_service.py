@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -135,7 +137,7 @@ def loop_thread() -> Iterator[LoopThread]:
     thread.close()
 
 
-def _start_miner(loop: LoopThread, network: Network, dev_key: str, **options: Any) -> Running:
+async def _create(network: Network, dev_key: str, **options: Any) -> Miner:
     config = MinerConfig(
         netuid=network.netuid,
         data_dir=network.data_dir,
@@ -145,35 +147,42 @@ def _start_miner(loop: LoopThread, network: Network, dev_key: str, **options: An
         tx_timeout_s=30,
         **options,
     )
-    miner = loop.run(
-        Miner.create(
-            config, Keypair.from_name(dev_key + "/hot"), coldkey=lambda: Keypair.from_name(dev_key)
+    hotkey = Keypair.from_name(dev_key + "/hot")
+    return await Miner.create(config, hotkey, coldkey=lambda: Keypair.from_name(dev_key))
+
+
+@pytest.fixture(scope="module")
+def miners(loop_thread: LoopThread, network: Network) -> Iterator[dict[str, Running]]:
+    """Both miners, set up side by side (their models load at the same time)."""
+
+    async def create_both() -> list[Miner]:
+        return list(
+            await asyncio.gather(
+                _create(network, EMBED_MINER, model="embed:minilm", allow={GATEWAY.address}),
+                _create(network, GENERATE_MINER, model="generate:tiny"),
+            )
         )
-    )
-    done = asyncio.run_coroutine_threadsafe(miner.serve(handle_signals=False), loop.loop)
-    loop.run(miner.started())
-    return Running(miner, done, loop)
 
-
-def _stop(loop: LoopThread, running: Running) -> None:
-    loop.loop.call_soon_threadsafe(running.miner.request_stop)
-    assert running.done.result(30) == 0
+    running = {}
+    for name, miner in zip(("embed", "generate"), loop_thread.run(create_both()), strict=True):
+        done = asyncio.run_coroutine_threadsafe(miner.serve(handle_signals=False), loop_thread.loop)
+        loop_thread.run(miner.started())
+        running[name] = Running(miner, done, loop_thread)
+    yield running
+    for each in running.values():
+        loop_thread.loop.call_soon_threadsafe(each.miner.request_stop)
+    for each in running.values():
+        assert each.done.result(30) == 0
 
 
 @pytest.fixture(scope="module")
-def embed_miner(loop_thread: LoopThread, network: Network) -> Iterator[Running]:
-    running = _start_miner(
-        loop_thread, network, EMBED_MINER, model="embed:minilm", allow=frozenset({GATEWAY.address})
-    )
-    yield running
-    _stop(loop_thread, running)
+def embed_miner(miners: dict[str, Running]) -> Running:
+    return miners["embed"]
 
 
 @pytest.fixture(scope="module")
-def generate_miner(loop_thread: LoopThread, network: Network) -> Iterator[Running]:
-    running = _start_miner(loop_thread, network, GENERATE_MINER, model="generate:tiny")
-    yield running
-    _stop(loop_thread, running)
+def generate_miner(miners: dict[str, Running]) -> Running:
+    return miners["generate"]
 
 
 def client(running: Running, caller: Keypair = CALLER) -> MinerClient:
@@ -418,3 +427,13 @@ def test_status_command_reads_health(embed_miner: Running) -> None:
     assert health["hotkey"] == embed_miner.miner.address and health["status"] == "ok"
     result = CliRunner().invoke(app, ["status", "--endpoint", embed_miner.url])
     assert result.exit_code == 0 and "0.002 tokens per 1,000 tokens" in result.output
+
+
+def test_a_dead_engine_process_stops_the_miner_with_exit_1(
+    loop_thread: LoopThread, network: Network
+) -> None:
+    miner = loop_thread.run(_create(network, "alice", model="generate:tiny"))
+    done = asyncio.run_coroutine_threadsafe(miner.serve(handle_signals=False), loop_thread.loop)
+    loop_thread.run(miner.started())
+    os.kill(miner.engine.engine.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    assert done.result(30) == 1

@@ -4,6 +4,7 @@ may call it. No model, no ledger."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,24 @@ async def test_allow_list_passes_unregistered_gateways() -> None:
     assert await standing(gateway) == (True, ALLOWED_STAKE)
     assert await standing(Keypair.from_name("x").address) == (False, 0)
     assert fetches == 1
+
+
+def test_cli_opens_the_hotkey_now_and_the_coldkey_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agora.miner.cli import _keys
+    from agora.wallet import KDF_FOR_TESTS_ONLY, Wallet, WrongPassword
+
+    monkeypatch.setenv("AGORA_HOME", str(tmp_path))
+    monkeypatch.delenv("AGORA_PASSWORD", raising=False)
+    wallet = Wallet.create("m1", "right", kdf=KDF_FOR_TESTS_ONLY)
+    password_file = tmp_path / "pass"
+    password_file.write_text("right\n")
+    hotkey, coldkey = _keys("m1", None, password_file)
+    assert hotkey.address == wallet.hotkey_address
+    assert coldkey().address == wallet.coldkey_address
+    password_file.write_text("wrong\n")
+    with pytest.raises(WrongPassword):
+        _keys("m1", None, password_file)
+    hotkey, coldkey = _keys(None, "charlie", None)
+    assert hotkey == Keypair.from_name("charlie/hot") and coldkey() == Keypair.from_name("charlie")

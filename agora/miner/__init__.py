@@ -7,8 +7,12 @@
     async with MinerClient(url, my_hotkey, miner_hotkey) as client:   # the calling side
         answer, receipt = await client.embed(["hello"])
 
-The HTTP contract is :mod:`agora.miner.schema`; ``agora miner start`` is :mod:`agora.miner.cli`;
-deliberately bad miners for tests are :mod:`agora.miner.adversary`. Errors are drawn in
+Modules: the HTTP contract :mod:`agora.miner.schema`; the routes :mod:`agora.miner.app`; the work
+(engine, token counts, price, receipt) :mod:`agora.miner.core`; the model in its own process
+:mod:`agora.miner.engine_host`; registration, endpoint and caller standing on the ledger
+:mod:`agora.miner.ledger`; the service and its shutdown :mod:`agora.miner.service`;
+``agora miner start`` :mod:`agora.miner.cli`; a calling client :mod:`agora.miner.client`;
+deliberately bad miners for tests :mod:`agora.miner.adversary`. Errors are drawn in
 :mod:`agora.miner.errors`.
 """
 

@@ -59,6 +59,7 @@ async def _verified(request: Request) -> SignedRequest:
 
 Signed = Annotated[SignedRequest, Depends(_verified)]
 M = TypeVar("M", bound=BaseModel)
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
 
 
 class InvalidBody(Exception):
@@ -163,7 +164,9 @@ def create_app(
     async def invalid_body(request: Request, error: InvalidBody) -> JSONResponse:
         return _error(422, "invalid_request", str(error))
 
-    def route(path: str, request: type[BaseModel], response: type[BaseModel]) -> Any:
+    def route(
+        path: str, request: type[BaseModel], response: type[BaseModel]
+    ) -> Callable[[Endpoint], Endpoint]:
         return app.post(
             path, response_model=response, responses=answers, openapi_extra=_documented(request)
         )

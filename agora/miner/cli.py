@@ -57,7 +57,7 @@ class ConsoleReporter:
     """Tells the person at the terminal what the miner is doing, with spinners."""
 
     def info(self, message: str) -> None:
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
@@ -87,7 +87,7 @@ def _quiet_libraries() -> None:
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _keys(
@@ -207,14 +207,25 @@ def start(
     threads: Annotated[
         int | None,
         typer.Option(
-            help="Torch threads (default: every core). On a small machine, leave one core to "
-            "the HTTP side.",
+            help="Torch threads. Default: torch's default less one, leaving a core to the HTTP "
+            "side.",
             min=1,
         ),
     ] = None,
+    engine_process: Annotated[
+        bool,
+        typer.Option(
+            "--engine-process/--in-process",
+            help="Run the model in a child process (default), or in the miner's own process.",
+        ),
+    ] = True,
     max_batch: Annotated[
         int, typer.Option(help="Generation requests per batched model call.", min=1)
     ] = 32,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(help="How long a batch waits for more requests before it runs (ms).", min=0),
+    ] = 5.0,
     rate_limit: Annotated[
         float, typer.Option(help="Requests a second allowed per caller.", min=0.01)
     ] = 200.0,
@@ -261,7 +272,9 @@ def start(
             cheat=cheat,
             ray=ray,
             threads=threads,
+            engine_process=engine_process,
             max_batch_size=max_batch,
+            max_wait_ms=max_wait_ms,
             rate_per_second=rate_limit,
             burst=burst,
             grace_s=grace,
@@ -304,11 +317,24 @@ async def _start(
         f"{config.netuid} as uid {miner.neuron.uid} (hotkey {hotkey.address}), "
         f"{format_price(config.price_per_1k)}. Ctrl-C stops.",
         highlight=False,
+        soft_wrap=True,
     )
     uvicorn_level = "info" if log_level.lower() == "debug" else "warning"
     code = await miner.serve(log_level=uvicorn_level)
-    console.print(f"stopped after {miner.core.served} answers")
+    console.print(f"stopped after {miner.core.served} answers{_batching(miner)}")
     return code
+
+
+def _batching(miner: Any) -> str:
+    """`` (mean batch 12.3 requests)`` from the engine's batcher, if it batched anything."""
+    engine = miner.engine
+    batcher = getattr(
+        engine, "embed_batcher" if engine.task == "embed" else "generate_batcher", None
+    )
+    sizes = getattr(batcher, "batch_sizes", None)
+    if not sizes:
+        return ""
+    return f" (mean batch {sum(sizes) / len(sizes):.1f} requests in {len(sizes)} model calls)"
 
 
 @contextlib.contextmanager

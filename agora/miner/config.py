@@ -45,7 +45,7 @@ class MinerConfig:
     allow: frozenset[str] = frozenset()
     cheat: str | None = None
     ray: str | None = None
-    # torch's intra-op threads (None: torch's default, every core); see load_miner_engine
+    # torch's intra-op threads (None: torch's default less one, at least 1); see load_miner_engine
     threads: int | None = None
     # run the model in a child process (see agora.miner.engine_host); False: in this process
     engine_process: bool = True
@@ -73,6 +73,7 @@ class MinerConfig:
             raise MinerConfigError("the price must not be negative")
         if self.min_caller_stake < 0:
             raise MinerConfigError("--min-caller-stake must not be negative")
+        object.__setattr__(self, "allow", frozenset(self.allow))
         for hotkey in self.allow:
             if not is_hex(hotkey, 64):
                 raise MinerConfigError(

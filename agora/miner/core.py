@@ -62,6 +62,13 @@ def with_receipt(payload_json: bytes, receipt: Receipt) -> bytes:
     return payload_json[:-1] + b"," + field + b":" + canonical_bytes(receipt.to_json()) + b"}"
 
 
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async generator (stops the engine's decoding loop for a caller that left)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
 @dataclass(frozen=True)
 class Answer:
     """A JSON answer ready to send: the body (receipt inside) and the receipt header value."""
@@ -172,7 +179,7 @@ class MinerCore:
         try:
             first = await anext(chunks)
         except BaseException:
-            await chunks.aclose()
+            await _aclose(chunks)
             raise
         counts = [first.prompt_tokens, first.completion_tokens]
 
@@ -190,7 +197,7 @@ class MinerCore:
                     yield TOKEN_EVENT + normalized_json(event.model_dump()) + b"\n\n"
                     chunk = await anext(chunks, None)
             finally:
-                await chunks.aclose()
+                await _aclose(chunks)
 
         def finish(response_hash: str) -> Receipt:
             return self._receipt(signed, response_hash, counts[0], counts[1])

@@ -34,7 +34,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ _CLOSE = "close"
 @dataclass(frozen=True)
 class EngineSpec:
     """What to load: ``model`` (a ``load_engine`` spec), under ``data_dir``, maybe through Ray,
-    maybe a ``--cheat`` impostor, with ``threads`` torch threads (None: torch's default)."""
+    maybe a ``--cheat`` impostor, with ``threads`` torch threads (None: torch's default less
+    one, at least one, leaving a core to the HTTP side)."""
 
     model: str
     data_dir: str
@@ -69,10 +70,12 @@ async def load_raw_engine(spec: EngineSpec) -> Engine:
 
     Raises ModelError subclasses and MinerConfigError (a cheat mode that does not apply).
     """
-    if spec.threads is not None:
+    if spec.ray is None:
         import torch
 
-        torch.set_num_threads(spec.threads)
+        # A model that takes every core starves the HTTP side, and torch's threads spin on
+        # each other when another process holds a core: leave one core free by default.
+        torch.set_num_threads(spec.threads or max(1, torch.get_num_threads() - 1))
     if spec.cheat is not None:
         from agora.miner.adversary import load_cheat_engine
 
@@ -135,8 +138,10 @@ class ProcessEngine(Engine):
         self._closed = False
         self._failure: BaseException | None = None
         self._reading: asyncio.Task[None] | None = None
-        # token counts of concurrent requests travel in one message
-        self._counter: DynamicBatcher[str, int] = DynamicBatcher(
+        #: called once if the child exits while this engine is open (the miner stops then)
+        self.on_failure: Callable[[BaseException], None] | None = None
+        #: token counts of concurrent requests travel in one message
+        self.counter: DynamicBatcher[str, int] = DynamicBatcher(
             self._count_many, max_batch_size=1024, max_wait_ms=0
         )
 
@@ -197,9 +202,12 @@ class ProcessEngine(Engine):
             else:
                 future.set_result(payload)
         code = await self._process.wait()
+        error = EngineClosed(f"the engine process exited (code {code})")
+        self._fail(error)
         if not self._closed:
-            log.error("the engine process exited (code %s); answering 503 from now on", code)
-        self._fail(EngineClosed(f"the engine process exited (code {code})"))
+            log.error("the engine process exited unexpectedly (code %s)", code)
+            if self.on_failure is not None:
+                self.on_failure(error)
 
     def _fail(self, error: BaseException) -> None:
         self._failure = error
@@ -270,13 +278,13 @@ class ProcessEngine(Engine):
         return result
 
     async def count_tokens(self, text: str) -> int:
-        return await self._counter.submit(text)
+        return await self.counter.submit(text)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Ask the child to finish its calls and exit; kill it if it does not in time."""
         if self._closed:
             return
-        await self._counter.aclose()
+        await self.counter.aclose()
         with contextlib.suppress(Exception):
             self._send(_CLOSE, ())
             await self._writer.drain()
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     spec = EngineSpec(**json.loads(args.spec))
     Path(spec.data_dir).mkdir(parents=True, exist_ok=True)
     return asyncio.run(_child(args.fd, spec))

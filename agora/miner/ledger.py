@@ -12,6 +12,7 @@ transaction of :mod:`agora.protocol.registry`); the endpoint is announced by the
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ __all__ = [
     "find_neuron",
     "metagraph_stakes",
 ]
+
+log = logging.getLogger(__name__)
 
 ALLOWED_STAKE = 2**63 - 1
 """The stake an explicitly allowed caller is treated as having."""
@@ -238,11 +241,24 @@ def caller_standing(
     *,
     allow: Collection[str] = (),
     refresh_s: float = 12.0,
+    me: str | None = None,
 ) -> CallerStandingWithAllowList:
     """Standing for the guard: registered on ``netuid`` with its metagraph stake (fetched at most
-    once per ``refresh_s``), or explicitly allowed."""
+    once per ``refresh_s``), or explicitly allowed. If ``me`` (the miner's hotkey) disappears
+    from the metagraph (pruned), a warning says so, once."""
+    warned = False
 
     async def fetch() -> dict[str, int]:
-        return await metagraph_stakes(ledger, netuid)
+        nonlocal warned
+        stakes = await metagraph_stakes(ledger, netuid)
+        if me is not None and me not in stakes and not warned:
+            warned = True
+            log.warning(
+                "this miner's hotkey %s is no longer registered on subnet %d (pruned?): callers "
+                "will not find it; restart the miner to register again",
+                me,
+                netuid,
+            )
+        return stakes
 
     return CallerStandingWithAllowList(CachedStanding(fetch, refresh_s=refresh_s), allow)

@@ -18,7 +18,8 @@ that a mistake is reported before a model is loaded or a token is burnt:
 
 ``serve`` runs uvicorn on that socket. On SIGTERM or SIGINT it stops accepting connections,
 lets requests in flight (streams included) finish within ``grace_s``, closes the engine and
-returns 0. A second signal stops at once.
+returns 0. A second signal stops at once. If the engine process dies, the miner stops the same
+way and returns 1, for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -54,12 +56,15 @@ from agora.miner.ledger import (
 )
 from agora.miner.schema import Health
 from agora.models.base import Engine
-from agora.models.batcher import BatchedEngine
+from agora.models.batcher import BatchedEngine, DynamicBatcher
 from agora.net.guard import GuardConfig, RequestGuard
 
 __all__ = ["Miner", "engine_spec", "load_miner_engine"]
 
 log = logging.getLogger(__name__)
+
+BATCH_HISTORY = 10_000
+"""Batch sizes kept per batcher (for the stop message and benchmarks); older ones are dropped."""
 
 
 class _Server(uvicorn.Server):
@@ -104,8 +109,8 @@ async def load_miner_engine(config: MinerConfig) -> BatchedEngine:
     (:class:`agora.miner.engine_host.ProcessEngine`) so that it never waits for the GIL behind
     the HTTP side; with ``engine_process=False``, or through Ray (whose replicas are processes
     already), it is loaded here. ``config.threads`` sets torch's intra-op threads where the
-    model runs: on a small machine, leaving a core to the HTTP side (``--threads 1`` on 2 cores)
-    lets the two overlap instead of fighting for the same cores.
+    model runs; by default torch's own default less one, so that the HTTP side keeps a core
+    (on 2 cores: 1 thread) and the two overlap instead of fighting for the same cores.
 
     Raises ModelError subclasses (InvalidSpec, ModelNotFound, EngineUnavailable, EngineClosed)
     and MinerConfigError (a cheat mode that does not apply to this model).
@@ -145,7 +150,7 @@ class Miner:
         self.standing = standing
         self._sock = sock
         self.host, self.port = sock.getsockname()[:2]
-        self.status: str = "starting"
+        self.status: Literal["starting", "ok", "stopping"] = "starting"
         self.core = MinerCore(engine, hotkey, config.netuid, config.price_per_1k)
         self.guard = RequestGuard(
             GuardConfig(
@@ -166,6 +171,10 @@ class Miner:
         self._stop = asyncio.Event()
         self._server: _Server | None = None
         self._closed = False
+        self._engine_failed = False
+        inner = getattr(engine, "engine", None)
+        if isinstance(inner, ProcessEngine):
+            inner.on_failure = self._on_engine_failure
 
     @property
     def url(self) -> str:
@@ -242,7 +251,11 @@ class Miner:
                     timeout=config.tx_timeout_s,
                 )
             standing = caller_standing(
-                ledger, config.netuid, allow=config.allow, refresh_s=config.standing_refresh_s
+                ledger,
+                config.netuid,
+                allow=config.allow,
+                refresh_s=config.standing_refresh_s,
+                me=hotkey.address,
             )
             await standing.table.snapshot()
             return cls(config, hotkey, engine, ledger, sock, neuron, standing)
@@ -257,7 +270,7 @@ class Miner:
     def health(self, in_flight: InFlight) -> Health:
         engine = self.engine
         return Health(
-            status=self.status,  # type: ignore[arg-type]
+            status=self.status,
             hotkey=self.hotkey.address,
             netuid=self.config.netuid,
             model=engine.model_id,
@@ -267,6 +280,28 @@ class Miner:
             in_flight=in_flight.count,
             served=self.core.served,
         )
+
+    def batchers(self) -> list[DynamicBatcher[Any, Any]]:
+        """The batchers in front of the model (requests, and token counts in the engine process)."""
+        found = [getattr(self.engine, "embed_batcher", None)]
+        found.append(getattr(self.engine, "generate_batcher", None))
+        found.append(getattr(getattr(self.engine, "engine", None), "counter", None))
+        return [b for b in found if isinstance(b, DynamicBatcher)]
+
+    async def _trim_batch_history(self, every_s: float = 60.0) -> None:
+        # DynamicBatcher records every batch's size; a miner runs for weeks, so keep the recent.
+        while True:
+            await asyncio.sleep(every_s)
+            for batcher in self.batchers():
+                if len(batcher.batch_sizes) > BATCH_HISTORY:
+                    del batcher.batch_sizes[:-BATCH_HISTORY]
+
+    def _on_engine_failure(self, error: BaseException) -> None:
+        # Without its model a miner can only refuse work: stop, and exit 1 so that whatever
+        # supervises it (systemd, agora up) starts it again.
+        log.error("%s; stopping the miner", error)
+        self._engine_failed = True
+        self.request_stop()
 
     def request_stop(self) -> None:
         """Stop accepting connections and drain (what SIGTERM does); a second call, or a second
@@ -282,7 +317,7 @@ class Miner:
     async def serve(self, *, handle_signals: bool = True, log_level: str = "warning") -> int:
         """Serve until :meth:`request_stop` (SIGTERM, SIGINT), then drain and close.
 
-        Returns the exit code: 0 after a clean stop.
+        Returns the exit code: 0 after a clean stop, 1 if the engine process died.
         """
         server = _Server(
             uvicorn.Config(
@@ -290,7 +325,7 @@ class Miner:
                 lifespan="off",
                 log_level=log_level,
                 access_log=False,
-                timeout_graceful_shutdown=self.config.grace_s,
+                timeout_graceful_shutdown=math.ceil(self.config.grace_s),
                 server_header=False,
             )
         )
@@ -299,6 +334,7 @@ class Miner:
         signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, self.request_stop)
+        trim = asyncio.create_task(self._trim_batch_history())
         try:
             await self.payments.start()
             task = asyncio.create_task(server.serve(sockets=[self._sock]))
@@ -310,10 +346,11 @@ class Miner:
                 server.should_exit = True
             await task
         finally:
+            trim.cancel()
             for sig in signals:
                 loop.remove_signal_handler(sig)
             await self.aclose()
-        return 0
+        return 1 if self._engine_failed else 0
 
     async def started(self, timeout: float = 30.0) -> None:
         """Wait until :meth:`serve` listens (for callers that run it as a task)."""
