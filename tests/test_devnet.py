@@ -64,8 +64,12 @@ def test_up_starts_the_network_and_stops_everything_on_sigterm(tmp_path: Path) -
         assert proc.returncode == 0, output
         assert "ledger node API" in output and "dashboard" in output
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed assertion: stop it the way a person would, so that
+            proc.send_signal(signal.SIGTERM)  # it stops its children too (a SIGKILL orphans them)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     for pid in info.get("pids", {}).values():  # type: ignore[attr-defined]
         try:
             os.kill(pid, 0)
