@@ -34,7 +34,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -42,6 +42,7 @@ import uvicorn
 from agora import __version__
 from agora.chain.client import LedgerClient
 from agora.chain.errors import NodeError
+from agora.chain.runner import QuietServer, bind
 from agora.crypto.keys import Keypair
 from agora.gateway.accounts import Accounts
 from agora.gateway.app import create_app
@@ -64,28 +65,14 @@ log = logging.getLogger(__name__)
 REGISTRATION_CHECK_S = 60.0
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the gateway decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """The node's listening socket helper, with this service's advice when the port is taken."""
     try:
-        sock.bind((host, port))
+        return bind(host, port)
     except OSError as error:
-        sock.close()
         raise GatewayConfigError(
             f"cannot listen on {host}:{port} ({error.strerror}); pick another --port"
         ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 class Gateway:
@@ -126,7 +113,7 @@ class Gateway:
         )
         self.app = create_app(self)
         self._tasks: list[asyncio.Task[Any]] = []
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._stop = asyncio.Event()
         self._closed = False
 
@@ -304,7 +291,7 @@ class Gateway:
 
         Returns the exit code: 0 after a clean stop.
         """
-        server = _Server(
+        server = QuietServer(
             uvicorn.Config(
                 self.app,
                 lifespan="off",

@@ -31,7 +31,7 @@ import math
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import uvicorn
@@ -39,6 +39,7 @@ import uvicorn
 from agora.chain.client import LedgerClient
 from agora.chain.errors import NodeError
 from agora.chain.models import NeuronInfo
+from agora.chain.runner import QuietServer, bind
 from agora.crypto.keys import Keypair
 from agora.gateway.miner_payments import MinerPayments, mount_payments
 from agora.miner.app import InFlight, create_app
@@ -67,29 +68,15 @@ BATCH_HISTORY = 10_000
 """Batch sizes kept per batcher (for the stop message and benchmarks); older ones are dropped."""
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the miner decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """The node's listening socket helper, with this service's advice when the port is taken."""
     try:
-        sock.bind((host, port))
+        return bind(host, port)
     except OSError as error:
-        sock.close()
         raise MinerConfigError(
             f"cannot listen on {host}:{port} ({error.strerror}); pick another --port, or stop "
             "whatever uses it"
         ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def engine_spec(config: MinerConfig) -> EngineSpec:
@@ -169,7 +156,7 @@ class Miner:
         )
         mount_payments(self.app, self.payments)
         self._stop = asyncio.Event()
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._closed = False
         self._engine_failed = False
         inner = getattr(engine, "engine", None)
@@ -319,7 +306,7 @@ class Miner:
 
         Returns the exit code: 0 after a clean stop, 1 if the engine process died.
         """
-        server = _Server(
+        server = QuietServer(
             uvicorn.Config(
                 self.app,
                 lifespan="off",
