@@ -163,6 +163,10 @@ stake.__doc__ = """Stake tokens behind a hotkey (yours, or a validator's: delega
 unstake = _stake_command("remove_stake")
 unstake.__doc__ = """Return staked tokens to your free balance.
 
+    From a hotkey registered on a subnet the tokens unbond first: they stay slashable and reach
+    your balance after the subnets' dispute_window + dispute_period blocks (see `agora account
+    show`). From a hotkey registered nowhere they return at once.
+
         agora tx unstake --wallet alice --hotkey alice --amount 40
     """
 tx_app.command("stake")(stake)
@@ -420,6 +424,12 @@ def account_show(
     table.add_row("balance", format_amount(account.balance))
     table.add_row("staked (as coldkey)", format_amount(account.total_staked))
     table.add_row("stake behind (as hotkey)", format_amount(account.stake_behind))
+    for entry in account.unbonding:  # removed stake, slashable until paid at its block
+        table.add_row(
+            "unbonding",
+            f"{format_amount(entry.amount)} from {entry.hotkey[:12]}…, paid in block "
+            f"{entry.release_at}",
+        )
     table.add_row("next nonce", str(account.pending_nonce))
     for reg in account.registrations:
         table.add_row("registered", f"subnet {reg.netuid} uid {reg.uid}")

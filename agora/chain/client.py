@@ -22,8 +22,11 @@ import httpx
 from agora.chain.errors import NodeError, NodeUnreachable, TransactionRejected
 from agora.chain.models import (
     Account,
+    AuditReport,
+    BlockAfter,
     BlockList,
     Channel,
+    Dispute,
     MarketChallenge,
     MarketLease,
     MarketOrder,
@@ -36,6 +39,8 @@ from agora.chain.models import (
     SubnetSummary,
     TxInfo,
 )
+from agora.crypto.keys import Keypair
+from agora.crypto.signing import sign_transaction
 from agora.protocol.transactions import Transaction
 
 __all__ = ["DEFAULT_URL", "LedgerClient", "iter_sse", "run"]
@@ -183,6 +188,70 @@ class LedgerClient:
             params["provider"] = provider
         data = await self._request("GET", "/v1/market/challenges", params=params)
         return [MarketChallenge.model_validate(item) for item in data["challenges"]]
+
+    # -- spot checks and disputes -------------------------------------------------------------
+
+    async def disputes(
+        self,
+        *,
+        netuid: int | None = None,
+        miner: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[Dispute]:
+        """Disputes, newest first; ``status="open"`` lists the ones still taking votes."""
+        pairs = (("netuid", netuid), ("miner", miner), ("status", status), ("limit", limit))
+        params = {k: v for k, v in pairs if v is not None}
+        data = await self._request("GET", "/v1/disputes", params=params)
+        return [Dispute.model_validate(item) for item in data["disputes"]]
+
+    async def dispute(self, dispute_id: int) -> Dispute:
+        return Dispute.model_validate(await self._request("GET", f"/v1/disputes/{dispute_id}"))
+
+    async def audit_params(self, netuid: int, **economics: int) -> AuditReport:
+        """The subnet's audit parameters and honesty-condition figures. ``economics`` may set
+        ``reward``, ``honest_cost``, ``cheat_cost`` and ``detection_ppm`` (per answer, units)."""
+        data = await self._request("GET", f"/v1/subnets/{netuid}/audit", params=economics)
+        return AuditReport.model_validate(data)
+
+    async def block_after(self, timestamp_ms: int) -> BlockAfter | None:
+        """The first block after ``timestamp_ms`` (a receipt's deciding block, whose hash seeds
+        its audit draw), or None while no such block exists yet."""
+        try:
+            data = await self._request("GET", f"/v1/blocks/after/{timestamp_ms}")
+        except NodeError as error:
+            if error.code == "unknown_block":
+                return None
+            raise
+        return BlockAfter.model_validate(data)
+
+    async def open_dispute(
+        self,
+        hotkey: Keypair,
+        netuid: int,
+        receipt: dict[str, Any],
+        evidence: dict[str, Any],
+        timeout: float = 30.0,
+    ) -> TxInfo:
+        """Sign ``dispute_open`` with a validator hotkey and wait for its block. ``receipt`` is
+        the miner's ``Receipt.to_json()``; the deposit is the subnet's ``dispute_deposit``.
+        Raises TransactionRejected with the rule's reason if it was refused."""
+        body = {"netuid": netuid, "receipt": receipt, "evidence": evidence}
+        return await self._sign_and_wait(hotkey, "dispute_open", body, timeout)
+
+    async def vote_dispute(
+        self, hotkey: Keypair, dispute_id: int, guilty: bool, timeout: float = 30.0
+    ) -> TxInfo:
+        """Sign ``dispute_vote`` (one vote per validator, final) and wait for its block."""
+        body = {"dispute_id": dispute_id, "guilty": guilty}
+        return await self._sign_and_wait(hotkey, "dispute_vote", body, timeout)
+
+    async def _sign_and_wait(
+        self, key: Keypair, kind: str, body: dict[str, Any], timeout: float
+    ) -> TxInfo:
+        chain_id = (await self.status()).chain_id
+        tx = sign_transaction(key, chain_id, kind, await self.next_nonce(key.address), body)
+        return await self.submit_and_wait(tx, timeout)
 
     # -- transactions -------------------------------------------------------------------------
 

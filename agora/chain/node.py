@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agora.chain.errors import ChainError, FollowerDiverged
-from agora.chain.events import Broadcaster, Subscription
+from agora.chain.events import Broadcaster, Subscription, resolved_in
 from agora.chain.genesis import GenesisSpec, check_genesis_state
 from agora.chain.mempool import Mempool, MempoolLimits, TxStatus
 from agora.chain.store import DEFAULT_SNAPSHOT_INTERVAL, Store
@@ -92,15 +92,19 @@ def build_block(
     return block, state, proposal.rejected
 
 
-def block_event(block: Block) -> dict[str, Any]:
+def block_event(block: Block, disputes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The event announcing ``block``; ``disputes`` (outcomes it resolved) only when any."""
     header = block.header
-    return {
+    event: dict[str, Any] = {
         "height": header.height,
         "hash": block.hash,
         "timestamp": header.timestamp,
         "tx_count": len(block.txs),
         "state_root": header.state_root,
     }
+    if disputes:
+        event["disputes"] = disputes
+    return event
 
 
 class Node:
@@ -287,11 +291,12 @@ class Node:
 
     def _adopt(self, block: Block, state: State, rejected: list[Rejected]) -> None:
         """The block is durable: make it the head, update the mempool, announce it."""
+        parent = self.app.state
         self.app.state = state
         self.mempool.after_block(state, block.txs, rejected)
         for item in rejected:
             log.info("left out %s: %s", item.tx.hash[:12], item.error)
-        self.events.publish(block_event(block))
+        self.events.publish(block_event(block, resolved_in(parent, state)))
 
     # -- following ----------------------------------------------------------------------------
 

@@ -39,10 +39,20 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agora.crypto.keys import Keypair, verify
+from agora.crypto.keys import Keypair
 from agora.net.errors import InvalidReceipt
 from agora.net.signing import now_ms
 from agora.protocol.codec import Json, canonical_bytes, is_hex, sha256_hex
+from agora.protocol.receipts import (  # the ledger judges receipts by the same rules
+    HEX_FIELDS,
+    INT_FIELDS,
+    MAX_INT,
+    MAX_MODEL_ID,
+    RECEIPT_DOMAIN,
+    RECEIPT_VERSION,
+    receipt_signature_valid,
+    receipt_signing_bytes,
+)
 
 __all__ = [
     "RECEIPT_DOMAIN",
@@ -66,15 +76,15 @@ __all__ = [
     "verify_receipt",
 ]
 
-RECEIPT_DOMAIN = b"agora/receipt/v1"
-RECEIPT_VERSION = 1
 RECEIPT_HEADER = "X-Agora-Receipt"
 RECEIPT_FIELD = "agora_receipt"
 RECEIPT_EVENT = "agora-receipt"
 
 _EVENT_PREFIX = b"event: " + RECEIPT_EVENT.encode() + b"\ndata: "
-_MAX_INT = 2**64 - 1
-_MAX_MODEL_ID = 256
+_MAX_INT = MAX_INT
+_MAX_MODEL_ID = MAX_MODEL_ID
+_HEX_FIELDS = HEX_FIELDS
+_INT_FIELDS = INT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -146,17 +156,6 @@ class Receipt:
         return cls(**{name: value[name] for name in expected})
 
 
-_HEX_FIELDS = {
-    "request_hash": 64,
-    "response_hash": 64,
-    "caller": 64,
-    "miner": 64,
-    "nonce": 32,
-    "signature": 128,
-}
-_INT_FIELDS = ("version", "prompt_tokens", "completion_tokens", "price", "timestamp", "netuid")
-
-
 def _kind(value: object) -> str:
     return {list: "a list", str: "a string", type(None): "null"}.get(type(value), "that")
 
@@ -221,7 +220,7 @@ def make_receipt(
         "nonce": nonce,
     }
     Receipt.from_json({**fields, "signature": "0" * 128})  # check formats before signing
-    return Receipt.from_json({**fields, "signature": keypair.sign_message(RECEIPT_DOMAIN, fields)})
+    return Receipt.from_json({**fields, "signature": keypair.sign(receipt_signing_bytes(fields))})
 
 
 def verify_receipt(
@@ -246,7 +245,7 @@ def verify_receipt(
         receipt = Receipt.from_json(receipt)
     if miner is not None and receipt.miner != miner:
         raise InvalidReceipt(f"wrong miner: issued by {receipt.miner}, expected {miner}")
-    if not verify(receipt.miner, RECEIPT_DOMAIN, receipt.signed_fields(), receipt.signature):
+    if not receipt_signature_valid(receipt.to_json()):
         raise InvalidReceipt(
             f"bad signature: the receipt was altered after signing, or not signed by its miner "
             f"{receipt.miner}"

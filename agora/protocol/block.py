@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agora.protocol import accounts, channels, market, registry, stake, subnets, weights
+from agora.protocol import accounts, channels, disputes, market, registry, stake, subnets, weights
 from agora.protocol.codec import BLOCK_DOMAIN, hash_value, signing_bytes, verify_signature
 from agora.protocol.emission import end_block
 from agora.protocol.errors import BadNonce, InvalidBlock, InvalidTransaction, MalformedTransaction
@@ -114,7 +114,7 @@ def apply_transaction(state: State, tx: Transaction, block: int) -> None:
     elif kind == "add_stake":
         stake.add_stake(state, sender, body["hotkey"], body["amount"])
     elif kind == "remove_stake":
-        stake.remove_stake(state, sender, body["hotkey"], body["amount"])
+        stake.remove_stake(state, sender, body["hotkey"], body["amount"], block)
     elif kind == "set_weights":
         weights.set_weights(state, sender, body["netuid"], body["uids"], body["weights"], block)
     elif kind == "commit_weights":
@@ -135,6 +135,8 @@ def apply_transaction(state: State, tx: Transaction, block: int) -> None:
         channels.close_channel(state, sender, body["channel"], block)
     elif kind in market.KINDS:
         market.apply_market_tx(state, kind, sender, body, block)
+    elif kind in disputes.KINDS:
+        disputes.apply_dispute_tx(state, kind, sender, body, block)
     else:  # parse_transaction admits only known kinds
         raise MalformedTransaction(f"unknown kind {kind!r}")
     state.nonces[sender] = expected + 1
@@ -171,8 +173,11 @@ def execute(
         included.append(tx)
     end_block(new, height)
     settle_block(new, height)  # the compute market: pay leases, expire, slash (market_settle)
+    disputes.settle_disputes(new, height)  # uphold (slash) or reject disputes that are due
+    stake.release_unbonding(new, height)  # after the verdicts: pay unbonding stake that is due
     new.height = height
     new.timestamp = timestamp
+    disputes.record_block_time(new)
     return new, included, rejected
 
 

@@ -99,6 +99,9 @@ def run_epoch(state: State, subnet: Subnet, block: int) -> yuma.EpochResult | No
     for neuron in neurons:
         for uid, value in neuron.weights.items():
             weights[neuron.uid, uid] = value
+    for neuron in neurons:  # an upheld dispute zeroes a miner's incentive: nobody's weight counts
+        if neuron.slashed:
+            weights[:, neuron.uid] = 0
         for uid, value in neuron.bonds.items():
             bonds[neuron.uid, uid] = value
     result = yuma.epoch(

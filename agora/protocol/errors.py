@@ -12,7 +12,9 @@
     │   ├── RateLimited               too soon since the last action of that kind
     │   ├── InvalidWeights            weights fail one of subtensor's checks
     │   ├── InvalidParameter          a hyperparameter outside its bounds
-    │   └── InsufficientStake         unstake more than staked, or stake below a minimum
+    │   ├── InsufficientStake         unstake more than staked, or stake below a minimum
+    │   ├── NoValidatorPermit         a dispute opened or voted by a hotkey without a permit
+    │   └── InvalidDispute            a bad receipt or evidence, a duplicate, too late, closed
     └── InvalidBlock                  a block breaks a rule: header, a transaction, or its root
 
 Every error carries a short machine-readable ``code`` (the class name in snake case) and a message
@@ -77,6 +79,14 @@ class InvalidParameter(InvalidTransaction):
 
 
 class InsufficientStake(InvalidTransaction):
+    pass
+
+
+class NoValidatorPermit(InvalidTransaction):
+    pass
+
+
+class InvalidDispute(InvalidTransaction):
     pass
 
 

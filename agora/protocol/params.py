@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from agora.protocol.dispute_state import MAX_DISPUTE_WINDOW
 from agora.protocol.errors import InvalidParameter
 from agora.protocol.units import SUPPLY_CAP, TOKEN
 
@@ -65,6 +66,14 @@ class Hyperparams:
     burn_increase_ppm: int = 1_250_000  # each registration multiplies the burn by 1.25
     burn_half_life: int = 360  # blocks for the burn to halve towards min_burn
     min_validator_stake: int = 0  # below this a hotkey may not set weights or call miners
+    # Spot checks and disputes (agora/protocol/audit.py, disputes.py). The defaults are
+    # mainnet's; the comment above DEV_HYPERPARAMS says why these numbers.
+    audit_rate_ppm: int = 20_000  # p: the share of receipts validators audit
+    slash_ppm: int = 100_000  # share of the miner hotkey's stake an upheld dispute takes
+    slash_burn_ppm: int = 500_000  # share of the slash burned; the rest to guilty voters
+    dispute_deposit: int = 10 * TOKEN  # paid by the challenger, lost if the dispute fails
+    dispute_period: int = 300  # blocks for validators to reach a majority
+    dispute_window: int = 1800  # blocks after a receipt's deciding block it may be disputed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +81,10 @@ class Hyperparams:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Hyperparams:
         return cls(**data)
+
+    def audit_params(self) -> dict[str, int]:
+        """The six spot-check and dispute parameters, by name."""
+        return {name: getattr(self, name) for name in AUDIT_PARAMS}
 
     def updated(self, changes: dict[str, Any]) -> Hyperparams:
         """A copy with ``changes`` applied, each checked against its bounds.
@@ -115,7 +128,21 @@ BOUNDS: dict[str, tuple[int, int] | None] = {
     "burn_increase_ppm": (1_000_000, 10_000_000),
     "burn_half_life": (1, 1_000_000),
     "min_validator_stake": (0, SUPPLY_CAP),
+    "audit_rate_ppm": (0, 1_000_000),
+    "slash_ppm": (0, 1_000_000),
+    "slash_burn_ppm": (0, 1_000_000),
+    "dispute_deposit": (0, 1_000_000 * TOKEN),
+    "dispute_period": (1, 100_000),
+    "dispute_window": (1, MAX_DISPUTE_WINDOW),
 }
+AUDIT_PARAMS = (
+    "audit_rate_ppm",
+    "slash_ppm",
+    "slash_burn_ppm",
+    "dispute_deposit",
+    "dispute_period",
+    "dispute_window",
+)
 
 
 def check_bounds(name: str, value: object) -> None:
@@ -141,6 +168,22 @@ def check_consistent(params: Hyperparams) -> None:
         raise InvalidParameter("min_burn cannot exceed max_burn")
 
 
+# Audit and dispute presets, from the honesty condition p >= (C - c) / (d (R + S)) with the
+# economics of agora.protocol.audit.DEFAULT_ECONOMICS: an answer pays R = 0.001 token, honest work
+# costs C = R (a miner at break-even), cheating costs c = 0, an audit detects with d = 0.99.
+#
+# mainnet (12 s blocks): p = 2% and slash 10%. A cheat then risks p d (R + S) = 0.0198 (R + S)
+# to save 0.001 token, which fails to pay once S >= 0.0495 token, i.e. for every miner carrying
+# at least 0.495 token of stake (min_stake_for_honesty); at 10 tokens of stake the required p
+# is 0.1%, a twentieth of what runs. 2% of organic traffic keeps validators' re-run cost
+# small. Deposit 10 tokens: a spam dispute costs ten thousand answers' worth. Votes get 300
+# blocks (1 hour) and a receipt can be disputed for 1800 blocks (6 hours) after its block.
+#
+# dev (1 s blocks, tiny stakes): p = 10% and slash 50% deter any miner carrying more than
+# about 0.018 token of stake, so the local network's miners (a few tokens each) are covered,
+# and tests see audits often.
+# Deposit 1 token, 30 blocks to vote, 600 blocks (10 minutes) to dispute.
+
 DEV_HYPERPARAMS = Hyperparams(
     tempo=10,
     max_uids=64,
@@ -151,6 +194,12 @@ DEV_HYPERPARAMS = Hyperparams(
     min_burn=TOKEN // 10,
     max_burn=10 * TOKEN,
     burn_half_life=30,
+    audit_rate_ppm=100_000,
+    slash_ppm=500_000,
+    slash_burn_ppm=500_000,
+    dispute_deposit=TOKEN,
+    dispute_period=30,
+    dispute_window=600,
 )
 MAINNET_HYPERPARAMS = Hyperparams()
 DEV_CHAIN = ChainParams(subnet_lock_cost=10 * TOKEN)

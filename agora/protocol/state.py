@@ -11,8 +11,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agora.protocol.codec import hash_value
+from agora.protocol.dispute_state import DisputeState
 from agora.protocol.market_state import MarketState
 from agora.protocol.params import ChainParams, Hyperparams
+from agora.protocol.unbonding import UnbondingState
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Neuron:
     dividends: int = 0
     validator_trust: int = 0
     emission: int = 0
+    slashed: bool = False  # an upheld dispute: incentive zero until it registers again
 
     def clone(self) -> Neuron:
         return Neuron(
@@ -70,10 +73,11 @@ class Neuron:
             dividends=self.dividends,
             validator_trust=self.validator_trust,
             emission=self.emission,
+            slashed=self.slashed,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "uid": self.uid,
             "hotkey": self.hotkey,
             "coldkey": self.coldkey,
@@ -91,6 +95,9 @@ class Neuron:
             "validator_trust": self.validator_trust,
             "emission": self.emission,
         }
+        if self.slashed:  # only then, so that chains without disputes encode as before
+            doc["slashed"] = True
+        return doc
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Neuron:
@@ -112,6 +119,7 @@ class Neuron:
             dividends=data["dividends"],
             validator_trust=data["validator_trust"],
             emission=data["emission"],
+            slashed=data.get("slashed", False),
         )
 
 
@@ -249,6 +257,8 @@ class State:
     channels: dict[int, Channel] = field(default_factory=dict)
     next_channel_id: int = 1
     market: MarketState = field(default_factory=MarketState)  # rules in protocol/market.py
+    disputes: DisputeState = field(default_factory=DisputeState)  # rules in protocol/disputes.py
+    unbonding: UnbondingState = field(default_factory=UnbondingState)  # rules in protocol/stake.py
 
     def clone(self) -> State:
         """An independent copy: a block is executed on a copy and only kept if it is valid."""
@@ -271,6 +281,8 @@ class State:
             channels={cid: replace(c) for cid, c in self.channels.items()},
             next_channel_id=self.next_channel_id,
             market=self.market.clone(),
+            disputes=self.disputes.clone(),
+            unbonding=self.unbonding.clone(),
         )
 
     # -- derived figures ------------------------------------------------------------------
@@ -290,11 +302,15 @@ class State:
 
     def circulating(self) -> int:
         """Units that exist somewhere: free balances, stake, subnet locks, channel deposits and
-        what the compute market holds (provider stakes, escrow, deposits, bonds)."""
+        what the compute market holds (provider stakes, escrow, deposits, bonds), the
+        deposits of open disputes and stake that is unbonding."""
         locked = sum(s.locked for s in self.subnets.values())
         escrowed = sum(c.remaining for c in self.channels.values())
         market = self.market.locked(self.height)
-        return sum(self.balances.values()) + self.total_stake() + locked + escrowed + market
+        disputes = self.disputes.locked() + self.unbonding.locked()
+        return (
+            sum(self.balances.values()) + self.total_stake() + locked + escrowed + market + disputes
+        )
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -321,6 +337,10 @@ class State:
         # A chain that never used the market encodes (and hashes) exactly as before it existed.
         if not self.market.is_pristine():
             doc["market"] = self.market.to_json()
+        if not self.disputes.is_pristine():
+            doc["disputes"] = self.disputes.to_json()
+        if not self.unbonding.is_pristine():
+            doc["unbonding"] = self.unbonding.to_json()
         return doc
 
     @classmethod
@@ -344,6 +364,14 @@ class State:
             channels={int(k): Channel.from_json(c) for k, c in data["channels"].items()},
             next_channel_id=data["next_channel_id"],
             market=MarketState.from_json(data["market"]) if "market" in data else MarketState(),
+            disputes=(
+                DisputeState.from_json(data["disputes"]) if "disputes" in data else DisputeState()
+            ),
+            unbonding=(
+                UnbondingState.from_json(data["unbonding"])
+                if "unbonding" in data
+                else UnbondingState()
+            ),
         )
 
 

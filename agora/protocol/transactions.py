@@ -74,6 +74,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "market_challenge": {"lease": INT, "size": INT},
     "market_commit": {"challenge": INT, "root": HASH},
     "market_open": {"challenge": INT, "values": INT_LIST, "proofs": HASH_LIST},
+    # spot checks and disputes (rules in agora/protocol/disputes.py)
+    "dispute_open": {"netuid": INT, "receipt": DICT, "evidence": DICT},
+    "dispute_vote": {"dispute_id": INT, "guilty": BOOL},
 }
 
 MAX_LIST = 4096
@@ -132,6 +135,8 @@ def _check_field(kind: str, name: str, expected: str, value: object) -> None:
         raise MalformedTransaction(f"{where} must be a string of at most {MAX_STR} characters")
     if expected == DICT and not isinstance(value, dict):
         raise MalformedTransaction(f"{where} must be an object")
+    if expected == BOOL and not isinstance(value, bool):
+        raise MalformedTransaction(f"{where} must be true or false")
     if expected in (U16_LIST, UID_LIST):
         if not isinstance(value, list) or len(value) > MAX_LIST:
             raise MalformedTransaction(f"{where} must be a list of at most {MAX_LIST} integers")
