@@ -156,6 +156,28 @@ async def test_close_fails_waiting_requests_and_refuses_new_ones() -> None:
         await batcher.submit(9)
 
 
+async def test_the_next_call_takes_everything_that_queued_while_the_last_one_ran() -> None:
+    gate = asyncio.Event()
+    seen: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int]:
+        seen.append(items)
+        await gate.wait()
+        return items
+
+    batcher = DynamicBatcher(run, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0.01)  # the first call is running
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 6)]
+    await asyncio.sleep(0.01)
+    assert seen == [[0]]
+    gate.set()
+    assert await first == 0 and await asyncio.gather(*rest) == [1, 2, 3, 4, 5]
+    assert seen == [[0], [1, 2, 3, 4, 5]]
+    assert batcher.batch_sizes == [1, 5]
+    await batcher.aclose()
+
+
 def test_bad_settings() -> None:
     async def run(items: list[int]) -> list[int]:
         return items

@@ -95,7 +95,7 @@ def test_model_ids_round_trip() -> None:
         with pytest.raises(InvalidRequest):
             parse_model_id(bad)
     with pytest.raises(InvalidRequest):
-        make_model_id("classify", "x", digest)
+        make_model_id("chat", "x", digest)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,20 @@ one of them while claiming, in every answer and receipt, the honest model id of 
                   weights); an embedding model runs with only its first 2 transformer layers
     lazy          computes one answer, then returns it (cached) for every input
     slow          honest answers, delayed (0.5 s per request plus 25 ms per generated token)
+    smaller-model a smaller model of the same family: generate:tiny serves tiny-small; an
+                  embedding model runs with only its first 3 transformer layers
+    perturb-1     the honest weights with 1% (perturb-5: 5%) relative noise (agora.verify.tamper)
+    int8, int4    the honest weights quantised to 8 / 4 bits and back (agora.verify.tamper)
+    cached        a semantic cache: a prompt close to an earlier one (character trigrams,
+                  Jaccard >= 0.5) gets the earlier prompt's answer; only new ones are computed
+    truncate      stops generating after half of max_tokens and claims "stop" (every other
+                  answer: "length"); embeds only the first half of each text
+    copy          answers every request with an answer another miner gave to another request
+                  (honest answers to a fixed set of other prompts, handed out in turn)
+    organic-only  honest to callers holding a validator permit (probes), and for everyone else
+                  (the gateway's customers) serves the wrong-model impostor; chosen per request
+                  by :class:`agora.miner.core.MinerCore` (it knows the caller), see
+                  :func:`organic_cheat_mode`
 
 Token counts and prices are those an honest miner would charge, so only the answers give them
 away. Never run these against a real network: a validator will score them to zero and a dispute
@@ -18,10 +32,13 @@ can slash their stake.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +46,7 @@ from agora.miner.errors import MinerConfigError
 from agora.models.base import (
     MAX_TEMPERATURE,
     Engine,
+    FinishReason,
     GenerateRequest,
     GenerateResult,
     TokenChunk,
@@ -38,17 +56,47 @@ from agora.models.registry import load_engine, parse_spec
 
 __all__ = [
     "CHEAT_MODES",
+    "ORGANIC_ONLY",
     "SLOW_REQUEST_S",
     "SLOW_TOKEN_S",
+    "CachedAnswers",
     "CheatEngine",
+    "CopiedAnswers",
     "LazyAnswers",
     "RandomAnswers",
     "SlowAnswers",
+    "TruncatedAnswers",
+    "ValidatorPermits",
     "WrongModel",
     "load_cheat_engine",
+    "organic_cheat_mode",
 ]
 
-CHEAT_MODES = ("random", "wrong-model", "lazy", "slow")
+CHEAT_MODES = (
+    "random",
+    "wrong-model",
+    "lazy",
+    "slow",
+    "smaller-model",
+    "perturb-1",
+    "perturb-5",
+    "int8",
+    "int4",
+    "cached",
+    "truncate",
+    "copy",
+    "organic-only",
+)
+TAMPER_MODES = {"perturb-1": "perturb-1", "perturb-5": "perturb-5", "int8": "int8", "int4": "int4"}
+ORGANIC_ONLY = "organic-only"
+SMALLER_MODEL_LAYERS = 3
+CACHE_MIN_SIMILARITY = 0.5
+COPY_PROMPTS = (
+    "The weather in the mountains changes quickly in spring.",
+    "A short history of the printing press and its effect on science.",
+    "Explain how a bicycle stays upright while moving.",
+    "List three uses of copper in electrical engineering.",
+)
 SLOW_REQUEST_S = 0.5
 SLOW_TOKEN_S = 0.025
 WRONG_MODEL_LAYERS = 2
@@ -67,6 +115,20 @@ class CheatEngine(Engine):
         self.context_length = inner.context_length
         self.engine_name = f"cheat:{inner.engine_name}"
         self.dimension = getattr(inner, "dimension", None)
+
+    async def _reuse(self, earlier: GenerateResult, request: GenerateRequest) -> GenerateResult:
+        """An earlier answer passed off as the answer to ``request``: cut to its max_tokens,
+        with the token counts and seed an honest answer to it would carry."""
+        tokens = earlier.token_ids[: request.max_tokens]
+        return replace(
+            earlier,
+            token_ids=tokens,
+            prompt_tokens=await self.inner.count_tokens(request.prompt),
+            completion_tokens=len(tokens),
+            finish_reason=earlier.finish_reason if tokens == earlier.token_ids else "length",
+            seed=request.resolved_seed(),
+            model_id=self.model_id,
+        )
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return await self.inner.embed(texts)
@@ -158,17 +220,7 @@ class LazyAnswers(CheatEngine):
     async def _cached(self, request: GenerateRequest) -> GenerateResult:
         if self._result is None:
             self._result = (await self.inner.generate_batch([request]))[0]
-        cached = self._result
-        tokens = cached.token_ids[: request.max_tokens]
-        return replace(
-            cached,
-            token_ids=tokens,
-            prompt_tokens=await self.inner.count_tokens(request.prompt),
-            completion_tokens=len(tokens),
-            finish_reason=cached.finish_reason if tokens == cached.token_ids else "length",
-            seed=request.resolved_seed(),
-            model_id=self.model_id,
-        )
+        return await self._reuse(self._result, request)
 
     async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         return [await self._cached(r) for r in requests]
@@ -180,14 +232,8 @@ class LazyAnswers(CheatEngine):
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
-        result = await self._cached(GenerateRequest(prompt, max_tokens, temperature, seed))
-        yield TokenChunk(
-            token_ids=result.token_ids,
-            text=result.text,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            finish_reason=result.finish_reason,
-            seed=result.seed,
+        yield _single_chunk(
+            await self._cached(GenerateRequest(prompt, max_tokens, temperature, seed))
         )
 
 
@@ -218,6 +264,210 @@ class SlowAnswers(CheatEngine):
             yield chunk
 
 
+def _trigrams(text: str) -> frozenset[str]:
+    padded = f"  {text.lower()} "
+    return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
+
+
+def _similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def _single_chunk(result: GenerateResult) -> TokenChunk:
+    return TokenChunk(
+        token_ids=result.token_ids,
+        text=result.text,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        finish_reason=result.finish_reason,
+        seed=result.seed,
+    )
+
+
+class CachedAnswers(CheatEngine):
+    """A semantic cache: a prompt (or text) whose character trigrams overlap an earlier one's by
+    at least :data:`CACHE_MIN_SIMILARITY` (Jaccard) gets the earlier one's answer, cut to the
+    request's ``max_tokens``; anything else is computed honestly and cached."""
+
+    def __init__(self, inner: Engine, min_similarity: float = CACHE_MIN_SIMILARITY) -> None:
+        super().__init__(inner)
+        self.min_similarity = min_similarity
+        self._texts: list[tuple[frozenset[str], list[float]]] = []
+        self._answers: list[tuple[frozenset[str], GenerateResult]] = []
+        self.hits = 0
+
+    def _nearest(self, key: frozenset[str], entries: Sequence[tuple[frozenset[str], Any]]) -> Any:
+        best, best_score = None, self.min_similarity
+        for other, value in entries:
+            score = _similarity(key, other)
+            if score >= best_score:
+                best, best_score = value, score
+        return best
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        out: list[list[float] | None] = []
+        missing: list[int] = []
+        for index, text in enumerate(texts):
+            hit = self._nearest(_trigrams(text), self._texts)
+            out.append(None if hit is None else list(hit))
+            if hit is None:
+                missing.append(index)
+            else:
+                self.hits += 1
+        if missing:
+            vectors = await self.inner.embed([texts[i] for i in missing])
+            for index, vector in zip(missing, vectors, strict=True):
+                out[index] = vector
+                self._texts.append((_trigrams(texts[index]), vector))
+        return [v for v in out if v is not None]
+
+    async def _answer(self, request: GenerateRequest) -> GenerateResult:
+        key = _trigrams(request.prompt)
+        hit: GenerateResult | None = self._nearest(key, self._answers)
+        if hit is None:
+            result = (await self.inner.generate_batch([request]))[0]
+            self._answers.append((key, result))
+            return replace(result, model_id=self.model_id)
+        self.hits += 1
+        return await self._reuse(hit, request)
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return [await self._answer(r) for r in requests]
+
+    async def stream(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        yield _single_chunk(
+            await self._answer(GenerateRequest(prompt, max_tokens, temperature, seed))
+        )
+
+
+class TruncatedAnswers(CheatEngine):
+    """Stops after half of ``max_tokens`` (at least one token) and claims to be done: "stop" on
+    odd-numbered answers, "length" on even ones. Embeds only the first half of each text."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self._count = 0
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.inner.embed([t[: max(1, len(t) // 2)] for t in texts])
+
+    def _claim(self) -> FinishReason:
+        self._count += 1
+        return "stop" if self._count % 2 == 1 else "length"
+
+    async def stream(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        keep = max(1, max_tokens // 2)
+        claim = self._claim()
+        chunks = self.inner.stream(prompt, max_tokens, temperature, seed)
+        sent = 0
+        try:
+            async for chunk in chunks:
+                ids = chunk.token_ids[: keep - sent]
+                sent += len(ids)
+                done = sent >= keep or chunk.finish_reason is not None
+                yield replace(
+                    chunk,
+                    token_ids=ids,
+                    completion_tokens=sent,
+                    finish_reason=(chunk.finish_reason or claim) if done else None,
+                )
+                if done:
+                    return
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        results = []
+        for request in requests:
+            text: list[str] = []
+            tokens: list[int] = []
+            last: TokenChunk | None = None
+            async for chunk in self.stream(
+                request.prompt, request.max_tokens, request.temperature, request.seed
+            ):
+                text.append(chunk.text)
+                tokens.extend(chunk.token_ids)
+                last = chunk
+            assert last is not None
+            results.append(
+                GenerateResult(
+                    token_ids=tokens,
+                    text="".join(text),
+                    prompt_tokens=last.prompt_tokens,
+                    completion_tokens=len(tokens),
+                    finish_reason=last.finish_reason or "stop",
+                    seed=last.seed,
+                    model_id=self.model_id,
+                )
+            )
+        return results
+
+
+class CopiedAnswers(CheatEngine):
+    """Answers each request with another request's answer: honest answers of the model to
+    :data:`COPY_PROMPTS` (as a copier would have seen another miner give them), in turn. They
+    are real outputs of the right model, so only a check against the request's own prompt (or a
+    proof bound to it) tells them apart."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self._turn = 0
+        self._vectors: list[list[float]] | None = None
+        self._answers: dict[int, list[GenerateResult]] = {}
+
+    def _next(self, size: int) -> int:
+        self._turn += 1
+        return (self._turn - 1) % size
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self._vectors is None:
+            self._vectors = await self.inner.embed(list(COPY_PROMPTS))
+        return [list(self._vectors[self._next(len(COPY_PROMPTS))]) for _ in texts]
+
+    async def _answer(self, request: GenerateRequest) -> GenerateResult:
+        pool = self._answers.get(request.max_tokens)
+        if pool is None:
+            pool = await self.inner.generate_batch(
+                [GenerateRequest(p, request.max_tokens) for p in COPY_PROMPTS]
+            )
+            self._answers[request.max_tokens] = pool
+        copied = pool[self._next(len(pool))]
+        return replace(
+            copied,
+            prompt_tokens=await self.inner.count_tokens(request.prompt),
+            seed=request.resolved_seed(),
+            model_id=self.model_id,
+        )
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return [await self._answer(r) for r in requests]
+
+    async def stream(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        yield _single_chunk(
+            await self._answer(GenerateRequest(prompt, max_tokens, temperature, seed))
+        )
+
+
 def _drop_layers(engine: Engine, keep: int) -> None:
     """Cut a sentence-transformers model down to its first ``keep`` transformer layers, in
     place: a cheaper model that still loads from (and so claims the hash of) the honest files."""
@@ -232,26 +482,116 @@ def _drop_layers(engine: Engine, keep: int) -> None:
     transformer.encoder.layer = torch.nn.ModuleList(list(layers)[:keep])
 
 
+class ValidatorPermits:
+    """``await permits(hotkey)``: whether the hotkey holds a validator permit on the subnet (the
+    metagraph read at most every ``refresh_s``; on a ledger error the last answer stands, and
+    before any answer everyone counts as a validator, so the cheat stays hidden)."""
+
+    def __init__(self, ledger: Any, netuid: int, refresh_s: float = 5.0) -> None:
+        self.ledger = ledger
+        self.netuid = netuid
+        self.refresh_s = refresh_s
+        self._holders: frozenset[str] | None = None
+        self._read_at = -math.inf
+
+    async def __call__(self, hotkey: str) -> bool:
+        now = time.monotonic()
+        if now - self._read_at >= self.refresh_s:
+            self._read_at = now
+            try:
+                graph = await self.ledger.metagraph(self.netuid)
+                self._holders = frozenset(n.hotkey for n in graph.neurons if n.validator_permit)
+            except Exception:  # the ledger is down: keep the last answer
+                pass
+        return self._holders is None or hotkey in self._holders
+
+
+def organic_cheat_mode(spec: str) -> str:
+    """What an ``organic-only`` miner serves to callers without a validator permit."""
+    return "wrong-model"
+
+
 async def load_cheat_engine(
     mode: str, spec: str, data_dir: Path | str, *, ray: str | None = None
 ) -> Engine:
     """The cheating engine for ``mode`` (one of :data:`CHEAT_MODES`), claiming ``spec``'s id.
+    For ``organic-only`` this is the engine served to organic callers (the honest one is loaded
+    as usual; see :class:`agora.miner.core.MinerCore`).
 
     Raises:
-        MinerConfigError: unknown mode, or ``wrong-model`` for a model it has no impostor for.
+        MinerConfigError: unknown mode, or a mode with no impostor for this model.
         ModelError subclasses from loading the engines.
     """
     if mode not in CHEAT_MODES:
         raise MinerConfigError(f"unknown --cheat mode {mode!r}; choose one of {CHEAT_MODES}")
+    if mode == ORGANIC_ONLY:
+        mode = organic_cheat_mode(spec)
     if mode == "wrong-model":
         return await _wrong_model(spec, Path(data_dir), ray)
+    if mode == "smaller-model":
+        return await _smaller_model(spec, Path(data_dir), ray)
+    if mode in TAMPER_MODES:
+        return await _tampered(TAMPER_MODES[mode], spec, Path(data_dir), ray)
     honest = await load_engine(spec, data_dir, ray=ray)
     cheats: dict[str, type[CheatEngine]] = {
         "random": RandomAnswers,
         "lazy": LazyAnswers,
         "slow": SlowAnswers,
+        "cached": CachedAnswers,
+        "truncate": TruncatedAnswers,
+        "copy": CopiedAnswers,
     }
     return cheats[mode](honest)
+
+
+async def _smaller_model(spec: str, data_dir: Path, ray: str | None) -> Engine:
+    from agora.models.tiny import VARIANTS, ensure_tiny_model
+
+    parsed = parse_spec(spec)
+    if parsed.kind == "generate" and parsed.target == "tiny":
+        if "tiny-small" not in VARIANTS:
+            raise MinerConfigError(
+                "--cheat smaller-model needs the tiny-small variant (agora.models.tiny), which "
+                "this build does not have"
+            )
+        honest_path = await asyncio.to_thread(ensure_tiny_model, data_dir, "tiny")
+        digest = await asyncio.to_thread(model_hash, honest_path)
+        small_path = await asyncio.to_thread(ensure_tiny_model, data_dir, "tiny-small")
+        impostor = await load_engine(f"generate:{small_path}", data_dir, ray=ray)
+        return WrongModel(impostor, make_model_id("generate", "tiny", digest), digest)
+    if parsed.kind == "embed" and ray is None and "ray" not in parsed.options:
+        engine = await load_engine(parsed, data_dir)
+        _drop_layers(engine, SMALLER_MODEL_LAYERS)
+        return WrongModel(engine)
+    raise MinerConfigError(
+        f"--cheat smaller-model has no smaller model for {spec!r}: use generate:tiny or an "
+        "embed: model (not through Ray)"
+    )
+
+
+async def _tampered(kind: str, spec: str, data_dir: Path, ray: str | None) -> Engine:
+    """The honest engine with its weights tampered in place by :mod:`agora.verify.tamper`."""
+    try:
+        from agora.verify import tamper
+    except ImportError:
+        raise MinerConfigError(
+            f"--cheat {kind} needs agora.verify.tamper, which this build does not have"
+        ) from None
+    if ray is not None:
+        raise MinerConfigError(f"--cheat {kind} cannot tamper with a model served through Ray")
+    try:
+        if parse_spec(spec).kind == "generate":
+            engine = await tamper.load_tampered_engine(spec, kind, data_dir)
+        else:
+            engine = await load_engine(spec, data_dir)
+            try:
+                await asyncio.to_thread(tamper.tamper_engine, engine, kind)
+            except BaseException:
+                await engine.close()
+                raise
+    except tamper.TamperError as error:
+        raise MinerConfigError(f"--cheat {kind}: {error}") from None
+    return CheatEngine(engine)
 
 
 async def _wrong_model(spec: str, data_dir: Path, ray: str | None) -> Engine:

@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agora.miner.core import Answer, MinerCore
 from agora.miner.schema import (
+    ClassifyRequest,
+    ClassifyResponse,
     EmbedRequest,
     EmbedResponse,
     GenerateBody,
@@ -119,7 +121,9 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 def _model_error(error: ModelError, core: MinerCore) -> JSONResponse:
     if isinstance(error, UnsupportedOperation):
-        route = "/v1/embed" if core.engine.task == "embed" else "/v1/generate or /v1/score"
+        route = {"embed": "/v1/embed", "classify": "/v1/classify"}.get(
+            core.engine.task, "/v1/generate or /v1/score"
+        )
         return _error(
             400,
             "unsupported_operation",
@@ -205,6 +209,16 @@ def create_app(
         """Natural-log probabilities of ``token_ids`` after ``prompt`` (for validators)."""
         try:
             return _send(await core.score(signed, body))
+        except ModelError as error:
+            return _model_error(error, core)
+
+    @route("/v1/classify", ClassifyRequest, ClassifyResponse)
+    async def classify(
+        body: Annotated[ClassifyRequest, Depends(json_body(ClassifyRequest))], signed: Signed
+    ) -> Response:
+        """Classify one row of ``features``; the answer carries an EZKL proof (ZK subnets)."""
+        try:
+            return _send(await core.classify(signed, body))
         except ModelError as error:
             return _model_error(error, core)
 

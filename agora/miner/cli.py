@@ -147,7 +147,8 @@ def start(
         str,
         typer.Option(
             "--model",
-            help="Engine spec: embed:minilm, generate:tiny, generate:/path, gguf:/path.gguf ...",
+            help="Engine spec: embed:minilm, generate:tiny, generate:/path, gguf:/path.gguf, "
+            "classify:iris;srs=CEREMONY.srs (ZK proofs, docs/zk.md) ...",
         ),
     ] = "embed:minilm",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agora.crypto.keys import Keypair
 from agora.miner.pricing import answer_price
-from agora.miner.schema import EmbedRequest, GenerateBody, ScoreRequest, TokenEvent
+from agora.miner.schema import ClassifyRequest, EmbedRequest, GenerateBody, ScoreRequest, TokenEvent
 from agora.models.base import Engine, TokenChunk
 from agora.net.receipts import (
     RECEIPT_FIELD,
@@ -89,12 +89,30 @@ class MinerCore:
     names. ``served`` counts answers that carried a receipt.
     """
 
-    def __init__(self, engine: Engine, hotkey: Keypair, netuid: int, price_per_1k: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hotkey: Keypair,
+        netuid: int,
+        price_per_1k: int,
+        *,
+        organic_engine: Engine | None = None,
+        is_validator: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.engine = engine
         self.hotkey = hotkey
         self.netuid = netuid
         self.price_per_1k = price_per_1k
         self.served = 0
+        # ``--cheat organic-only`` (tests and demos only, agora.miner.adversary): callers for
+        # whom ``is_validator`` is False get ``organic_engine``'s answers
+        self.organic_engine = organic_engine
+        self.is_validator = is_validator
+
+    async def _engine_for(self, signed: SignedRequest) -> Engine:
+        if self.organic_engine is None or self.is_validator is None:
+            return self.engine
+        return self.engine if await self.is_validator(signed.caller) else self.organic_engine
 
     @property
     def model_id(self) -> str:
@@ -145,15 +163,17 @@ class MinerCore:
         """Raises ModelError subclasses (UnsupportedOperation on a generator, InvalidRequest)."""
         # Counting runs beside the batched model call (both queue on the engine's thread; the
         # counts are ahead of the batch, and cheap), so it adds almost nothing to latency.
+        engine = await self._engine_for(signed)
         vectors, tokens = await asyncio.gather(
-            self.engine.embed(request.texts), self.count_input_tokens(request.texts)
+            engine.embed(request.texts), self.count_input_tokens(request.texts)
         )
         payload = {"model": self.model_id, "embeddings": vectors, "usage": self._usage(tokens, 0)}
         return self._answer(signed, payload, tokens, 0)
 
     async def generate(self, signed: SignedRequest, request: GenerateBody) -> Answer:
         """A non-streamed completion. Raises ModelError subclasses (ContextTooLong ...)."""
-        result = await self.engine.generate(
+        engine = await self._engine_for(signed)
+        result = await engine.generate(
             request.prompt, request.max_tokens, request.temperature, request.seed
         )
         payload = {
@@ -163,6 +183,7 @@ class MinerCore:
             "finish_reason": result.finish_reason,
             "seed": result.seed,
             "usage": self._usage(result.prompt_tokens, result.completion_tokens),
+            "toploc": result.proof,
         }
         return self._answer(signed, payload, result.prompt_tokens, result.completion_tokens)
 
@@ -173,7 +194,8 @@ class MinerCore:
         (ContextTooLong, UnsupportedOperation ...) raises here and can still be answered with an
         error status instead of a broken stream.
         """
-        chunks = self.engine.stream(
+        engine = await self._engine_for(signed)
+        chunks = engine.stream(
             request.prompt, request.max_tokens, request.temperature, request.seed
         )
         try:
@@ -193,6 +215,7 @@ class MinerCore:
                         token_ids=chunk.token_ids,
                         finish_reason=chunk.finish_reason,
                         seed=chunk.seed,
+                        toploc=chunk.proof,
                     )
                     yield TOKEN_EVENT + normalized_json(event.model_dump()) + b"\n\n"
                     chunk = await anext(chunks, None)
@@ -203,6 +226,14 @@ class MinerCore:
             return self._receipt(signed, response_hash, counts[0], counts[1])
 
         return stream_with_receipt(events(), finish)
+
+    async def classify(self, signed: SignedRequest, request: ClassifyRequest) -> Answer:
+        """A proven classification (ZK subnets). Raises ModelError subclasses."""
+        engine = await self._engine_for(signed)
+        result = await engine.classify(request.features)
+        tokens = len(request.features)
+        payload = {"model": self.model_id, **result, "usage": self._usage(tokens, 0)}
+        return self._answer(signed, payload, tokens, 0)
 
     async def score(self, signed: SignedRequest, request: ScoreRequest) -> Answer:
         """Logprobs of ``token_ids`` after ``prompt``. Raises ModelError subclasses."""

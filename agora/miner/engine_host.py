@@ -277,6 +277,10 @@ class ProcessEngine(Engine):
         result: list[float] = await self._call("score", prompt, list(continuation_token_ids))
         return result
 
+    async def classify(self, features: Sequence[float]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("classify", list(features))
+        return result
+
     async def count_tokens(self, text: str) -> int:
         return await self.counter.submit(text)
 
@@ -324,7 +328,7 @@ class _Host:
                 return
             if method == "count_tokens_many":
                 result: Any = list(await asyncio.gather(*(engine.count_tokens(t) for t in args[0])))
-            elif method in ("embed", "generate_batch", "score"):
+            elif method in ("embed", "generate_batch", "score", "classify"):
                 result = await getattr(engine, method)(*args)
             else:
                 raise ModelError(f"the engine process does not know {method!r}")

@@ -11,6 +11,7 @@ every answer carries a receipt signed by the miner's hotkey (:mod:`agora.net.rec
                                            event stream of ``token`` events (TokenEvent JSON)
                                            then one ``agora-receipt`` event
     POST /v1/score      ScoreRequest    -> ScoreResponse     (logprobs of given tokens)
+    POST /v1/classify   ClassifyRequest -> ClassifyResponse  (label, scores, EZKL proof)
     GET  /health                        -> Health            (public, unsigned)
 """
 
@@ -56,6 +57,11 @@ class GenerateResponse(BaseModel):
     finish_reason: Literal["stop", "length"]
     seed: int | None
     usage: Usage
+    toploc: str | None = Field(
+        default=None,
+        description="TOPLOC activation proof of the completion (base64; docs/verification.md). "
+        "Part of the body the receipt's response_hash commits to; None for engines without one.",
+    )
     agora_receipt: dict[str, Any] | None = None
 
 
@@ -67,6 +73,11 @@ class TokenEvent(BaseModel):
     finish_reason: Literal["stop", "length"] | None = None
     seed: int | None = Field(
         default=None, description="The seed the tokens are sampled with (None when greedy)."
+    )
+    toploc: str | None = Field(
+        default=None,
+        description="On the final event only: the TOPLOC activation proof of the whole "
+        "completion (base64), covered by the stream's receipt.",
     )
 
 
@@ -85,13 +96,29 @@ class ScoreResponse(BaseModel):
     agora_receipt: dict[str, Any] | None = None
 
 
+class ClassifyRequest(BaseModel):
+    features: list[float] = Field(min_length=1, max_length=1024)
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    label: int
+    label_name: str
+    scores: list[float] = Field(description="The proof's public outputs (logits), dequantized.")
+    proof: dict[str, Any] = Field(
+        description='EZKL proof: {"instances": [[felt, ...]], "proof": "<hex>"} (agora.zk.proof).'
+    )
+    usage: Usage
+    agora_receipt: dict[str, Any] | None = None
+
+
 class Health(BaseModel):
     status: Literal["ok", "starting", "stopping"]
     hotkey: str
     netuid: int
     model: str
     model_hash: str
-    task: Literal["embed", "generate"]
+    task: Literal["embed", "generate", "classify"]
     price_per_1k_tokens: int = Field(description="Units charged per 1,000 tokens.")
     in_flight: int
     served: int

@@ -83,7 +83,7 @@ def engine_spec(config: MinerConfig) -> EngineSpec:
     return EngineSpec(
         model=config.model,
         data_dir=str(config.data_dir),
-        cheat=config.cheat,
+        cheat=None if config.cheat == "organic-only" else config.cheat,  # see create()
         ray=config.ray,
         threads=config.threads,
     )
@@ -245,7 +245,15 @@ class Miner:
                 me=hotkey.address,
             )
             await standing.table.snapshot()
-            return cls(config, hotkey, engine, ledger, sock, neuron, standing)
+            miner = cls(config, hotkey, engine, ledger, sock, neuron, standing)
+            if config.cheat == "organic-only":  # tests and demos: see agora.miner.adversary
+                from agora.miner.adversary import ValidatorPermits, load_cheat_engine
+
+                miner.core.organic_engine = await load_cheat_engine(
+                    "organic-only", config.model, config.data_dir
+                )
+                miner.core.is_validator = ValidatorPermits(ledger, config.netuid)
+            return miner
         except BaseException:
             if engine is not None:
                 await engine.close()
@@ -356,6 +364,8 @@ class Miner:
             self._sock.close()
         await self.payments.aclose()
         await self.engine.close()
+        if self.core.organic_engine is not None:
+            await self.core.organic_engine.close()
         await self.ledger.aclose()
 
     def describe(self) -> dict[str, Any]:

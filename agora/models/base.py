@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeVar
 
 from agora.models.errors import EngineClosed, InvalidRequest, UnsupportedOperation
 
-Task = Literal["embed", "generate"]
+Task = Literal["embed", "generate", "classify"]
 FinishReason = Literal["stop", "length"]
 
 #: Upper bounds that keep a single request from tying up an engine; engines check their own
@@ -134,6 +134,8 @@ class GenerateResult:
     finish_reason: FinishReason
     seed: int | None
     model_id: str
+    #: TOPLOC activation proof (base64, `agora.verify.toploc`); None for engines without one.
+    proof: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +160,8 @@ class TokenChunk:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     seed: int | None = None
+    #: On the last chunk only: the TOPLOC proof of the whole completion (base64), if any.
+    proof: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,6 +244,11 @@ class Engine(ABC):
         """Like `generate`, token by token. Same tokens as `generate` for the same arguments."""
         raise UnsupportedOperation(f"{self.model_id} is a {self.task} model; it cannot generate")
         yield  # pragma: no cover  (makes this an async generator)
+
+    async def classify(self, features: Sequence[float]) -> dict[str, Any]:
+        """Classify one row of features with a zero-knowledge proof (``task == "classify"``):
+        ``{"label", "label_name", "scores", "proof"}``, see `agora.zk.proof`."""
+        raise UnsupportedOperation(f"{self.model_id} is a {self.task} model; it cannot classify")
 
     async def score(self, prompt: str, continuation_token_ids: Sequence[int]) -> list[float]:
         """Log-probability (natural log, temperature 1) of each continuation token given the

@@ -37,6 +37,7 @@ from agora.models.base import (
 )
 from agora.models.errors import ContextTooLong, InvalidRequest, ModelNotFound
 from agora.models.naming import make_model_id, model_hash
+from agora.verify.activations import BatchProofs
 
 MAX_BATCH = 64
 
@@ -82,6 +83,8 @@ class CausalLMEngine(Engine):
         if pad is None:
             pad = min(self.eos_token_ids) if self.eos_token_ids else 0
         self.pad_token_id = int(pad)
+        #: Build a TOPLOC activation proof for every completion (docs/verification.md).
+        self.build_proofs = True
         self._worker = ModelWorker("causal-lm")
 
     @classmethod
@@ -153,6 +156,24 @@ class CausalLMEngine(Engine):
     def _encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=True))
 
+    @property
+    def torch_model(self) -> Any:
+        """The loaded Hugging Face model (validators recompute activations with it)."""
+        return self._model
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    async def run_in_worker(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on the engine's model thread, after what is queued there (a validator's
+        activation recompute), so that calls into the model stay serialised."""
+        return await self._worker.run(fn, *args, **kwargs)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """The prompt's token ids as generation sees them (special tokens included)."""
+        return self._encode(text)
+
     def _decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
@@ -173,7 +194,8 @@ class CausalLMEngine(Engine):
         tokens: list[list[int]] = [[] for _ in requests]
         texts = [Detokenizer(self._decode) for _ in requests]
         pieces: list[list[str]] = [[] for _ in requests]
-        for step in self._decode_loop(prompts, requests, seeds):
+        proofs = BatchProofs([len(p) for p in prompts]) if self.build_proofs else None
+        for step in self._decode_loop(prompts, requests, seeds, proofs):
             for i, token in enumerate(step):
                 if token is not None:
                     tokens[i].append(token)
@@ -187,6 +209,7 @@ class CausalLMEngine(Engine):
                 finish_reason=self._finish_reason(tokens[i]),
                 seed=seeds[i],
                 model_id=self.model_id,
+                proof=proofs.finish(i, len(tokens[i])) if proofs else None,
             )
             for i in range(len(requests))
         ]
@@ -196,7 +219,8 @@ class CausalLMEngine(Engine):
         seed = request.resolved_seed()
         text = Detokenizer(self._decode)
         tokens: list[int] = []
-        for step in self._decode_loop([prompt], [request], [seed]):
+        proofs = BatchProofs([len(prompt)]) if self.build_proofs else None
+        for step in self._decode_loop([prompt], [request], [seed], proofs):
             token = step[0]
             if token is None:  # pragma: no cover  (a single row never idles)
                 continue
@@ -210,6 +234,7 @@ class CausalLMEngine(Engine):
                 completion_tokens=len(tokens),
                 finish_reason=self._finish_reason(tokens) if finished else None,
                 seed=seed,
+                proof=proofs.finish(0, len(tokens)) if proofs and finished else None,
             )
 
     def _finish_reason(self, tokens: list[int]) -> Any:
@@ -220,8 +245,13 @@ class CausalLMEngine(Engine):
         prompts: list[list[int]],
         requests: list[GenerateRequest],
         seeds: list[int | None],
+        proofs: BatchProofs | None = None,
     ) -> Iterator[list[int | None]]:
-        """Yield, step by step, each row's next token (None once a row has finished)."""
+        """Yield, step by step, each row's next token (None once a row has finished).
+
+        With ``proofs``, every forward pass also returns its last hidden states, which go to
+        the proof builders: the prefill's, then each step's for the rows that fed a token that
+        is not their last."""
         torch = self._torch
         rows = len(prompts)
         width = max(len(p) for p in prompts)
@@ -242,7 +272,10 @@ class CausalLMEngine(Engine):
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
                 use_cache=True,
+                output_hidden_states=proofs is not None,
             )
+            if proofs is not None:
+                proofs.add_prefill(out.hidden_states[-1])
             next_position = positions[:, -1:] + 1
             while True:
                 logits = out.logits[:, -1, :].float().cpu()
@@ -268,7 +301,11 @@ class CausalLMEngine(Engine):
                     position_ids=next_position.to(device),
                     past_key_values=out.past_key_values,
                     use_cache=True,
+                    output_hidden_states=proofs is not None,
                 )
+                if proofs is not None:
+                    live = [i for i in range(rows) if step[i] is not None and not done[i]]
+                    proofs.add_step(out.hidden_states[-1], live)
                 next_position = next_position + 1
 
     def _score_sync(self, prompt: str, continuation: list[int]) -> list[float]:

@@ -34,7 +34,7 @@ _CHUNK = 1 << 20
 _SKIP_SUFFIXES = (".pyc", ".lock", ".md")
 _SKIP_PREFIXES = ("readme", "license", "notice")
 _NAME_RE = re.compile(r"[^a-z0-9._-]+")
-_ID_RE = re.compile(r"^(embed|generate):([a-z0-9._-]{1,64})@([0-9a-f]{16})$")
+_ID_RE = re.compile(r"^(embed|generate|classify):([a-z0-9._-]{1,64})@([0-9a-f]{16})$")
 
 
 def _skipped(relative: str) -> bool:
@@ -97,8 +97,8 @@ def clean_name(name: str) -> str:
 
 def make_model_id(task: str, name: str, digest: str) -> str:
     """``<task>:<name>@<16 hex>`` from a task, a label and a full `model_hash`."""
-    if task not in ("embed", "generate"):
-        raise InvalidRequest(f"task must be 'embed' or 'generate', not {task!r}")
+    if task not in ("embed", "generate", "classify"):
+        raise InvalidRequest(f"task must be 'embed', 'generate' or 'classify', not {task!r}")
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise InvalidRequest("digest must be a SHA-256 hex string")
     return f"{task}:{clean_name(name)}@{digest[:ID_HASH_HEX]}"
@@ -120,6 +120,7 @@ def parse_model_id(model_id: str) -> ModelId:
     m = _ID_RE.match(model_id)
     if m is None:
         raise InvalidRequest(
-            f"{model_id!r} is not a model id; expected <embed|generate>:<name>@<16 hex digits>"
+            f"{model_id!r} is not a model id; expected "
+            "<embed|generate|classify>:<name>@<16 hex digits>"
         )
     return ModelId(m.group(1), m.group(2), m.group(3))

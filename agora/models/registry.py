@@ -9,6 +9,7 @@ Valid forms (``SPEC_FORMS`` below is the same list, shown in every `InvalidSpec`
     generate:/path/to/hf-model    a local Hugging Face causal LM folder (transformers, CPU)
     gguf:/path/to/model.gguf      a GGUF file with llama.cpp (pip install llama-cpp-python)
     vllm:/path/to/hf-model        a local Hugging Face folder with vLLM (needs a CUDA GPU)
+    classify:iris                 a small classifier whose answers carry EZKL proofs (agora.zk)
 
 followed by options, each as ``;key=value``::
 
@@ -19,6 +20,8 @@ followed by options, each as ``;key=value``::
     device=cpu|cuda  where transformers engines run (default cpu)
     threads=N        CPU threads: torch's (process-wide) for embed/generate, llama.cpp's for gguf
                      (default: all cores; 1 is faster for small models on a busy machine)
+    srs=PATH         classify only: the KZG ceremony file (default: one generated locally,
+                     FOR TESTING ONLY)
 
 e.g. ``generate:tiny;ray=local;replicas=2``. The ``ray`` and ``replicas`` keyword arguments of
 `load_engine` override the options in the string (that is how ``--ray ADDRESS`` reaches it).
@@ -43,9 +46,10 @@ SPEC_FORMS = (
     "generate:/path/to/hf-model",
     "gguf:/path/to/model.gguf",
     "vllm:/path/to/hf-model",
+    "classify:iris",
 )
-OPTIONS = ("ray", "replicas", "cpus", "gpus", "device", "threads")
-KINDS = ("embed", "generate", "gguf", "vllm")
+OPTIONS = ("ray", "replicas", "cpus", "gpus", "device", "threads", "srs")
+KINDS = ("embed", "generate", "gguf", "vllm", "classify")
 _CLUSTER_OPTIONS = ("ray", "replicas", "cpus", "gpus")
 
 
@@ -98,6 +102,12 @@ def parse_spec(spec: str) -> EngineSpec:
         raise _invalid(f"unknown embedding model {target!r}")
     if kind == "generate" and not parsed.is_path and target not in ("tiny", "tiny-bad"):
         raise _invalid(f"unknown generator {target!r}")
+    if kind == "classify" and target != "iris":
+        raise _invalid(f"unknown ZK classifier {target!r}")
+    if "srs" in options and kind != "classify":
+        raise _invalid("srs= applies to classify: specs only")
+    if kind == "classify" and set(options) - {"srs"}:
+        raise _invalid("classify: proves in this process on the CPU; only srs= applies")
     if options.get("device", "cpu") not in ("cpu", "cuda"):
         raise _invalid("device must be cpu or cuda")
     for key in ("replicas", "threads", "cpus", "gpus"):
@@ -168,6 +178,10 @@ async def load_engine(
 
         path = await asyncio.to_thread(ensure_tiny_model, data_dir, parsed.target)
         return await CausalLMEngine.load(path, name=parsed.target, device=device)
+    if parsed.kind == "classify":
+        from agora.models.zk_classifier import ZkClassifierEngine
+
+        return await ZkClassifierEngine.load(data_dir, parsed.target, options.get("srs"))
     if parsed.kind == "gguf":
         from agora.models.llama_cpp import LlamaCppEngine
 

@@ -58,6 +58,12 @@ class TinyConfig:
 VARIANTS: dict[str, TinyConfig] = {
     "tiny": TinyConfig(seed=0),
     "tiny-bad": TinyConfig(seed=1),
+    # the first layer, embeddings and tokenizer of "tiny", and only one layer: a cheaper model
+    # of the same family, what a miner saving compute would serve
+    "tiny-small": TinyConfig(seed=0, layers=1),
+    # a larger model built the same way, so that verification thresholds are not calibrated
+    # on one toy alone (agora.verify, docs/verification.md)
+    "tiny-wide": TinyConfig(seed=7, hidden=256, layers=4, intermediate=512),
 }
 
 
