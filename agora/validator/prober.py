@@ -21,7 +21,14 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from agora.crypto.keys import Keypair
-from agora.miner.schema import EmbedResponse, GenerateResponse, Health, ScoreResponse, TokenEvent
+from agora.miner.schema import (
+    ClassifyResponse,
+    EmbedResponse,
+    GenerateResponse,
+    Health,
+    ScoreResponse,
+    TokenEvent,
+)
 from agora.net import AgoraAuth, InvalidReceipt, Receipt, extract_receipt, verify_receipt
 from agora.net.receipts import RECEIPT_EVENT, RECEIPT_FIELD, RECEIPT_HEADER, split_stream
 from agora.net.signing import NONCE_HEADER
@@ -222,6 +229,15 @@ class MinerClient:
         reply = await self._exchange(target, "POST", "/v1/score", body)
         return Answer(
             _parse(ScoreResponse, reply.content), self._receipt(target, body, reply), reply.latency
+        )
+
+    async def classify(self, target: MinerTarget, features: list[float]) -> Answer:
+        body = _json_bytes({"features": features})
+        reply = await self._exchange(target, "POST", "/v1/classify", body)
+        return Answer(
+            _parse(ClassifyResponse, reply.content),
+            self._receipt(target, body, reply),
+            reply.latency,
         )
 
     # -- plumbing ------------------------------------------------------------------------------

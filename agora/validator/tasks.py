@@ -14,6 +14,11 @@ failure:
 3. For generators, ``/v1/score`` of the reference's own tokens, checked against the reference's
    logprobs.
 
+ZK subnets (``classify:``) need no reference run: the miner classifies one held-out row of the
+dataset (drawn with the round's seeded generator) and its EZKL proof is verified against the
+verification key this validator derived itself from the same model spec, and against the row
+asked and the label and scores answered (:mod:`agora.zk.proof`).
+
 Answers are compared as :mod:`agora.validator.checks` describes. Tokens for throughput are
 counted by the validator's own tokenizer, never taken from the miner.
 """
@@ -38,7 +43,15 @@ from agora.validator.checks import (
 from agora.validator.prober import Answer, MinerClient, MinerTarget, StreamedGeneration
 from agora.validator.scoring import ProbeOutcome
 
-__all__ = ["EmbedTask", "GenerateTask", "ProbeTask", "RoundPlan", "run_round", "task_for"]
+__all__ = [
+    "ClassifyTask",
+    "EmbedTask",
+    "GenerateTask",
+    "ProbeTask",
+    "RoundPlan",
+    "run_round",
+    "task_for",
+]
 
 log = logging.getLogger("agora.validator")
 
@@ -237,10 +250,60 @@ class GenerateTask(ProbeTask):
             raise ProbeFailed(Verdict.WRONG_OUTPUT, judgement.reason)
 
 
+class ClassifyTask(ProbeTask):
+    """ZK subnets: one held-out row per miner, answered with a proof that must verify."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        inner: Any = engine
+        while not hasattr(inner, "circuit") and hasattr(inner, "engine"):
+            inner = inner.engine  # a BatchedEngine around the real one
+        if not hasattr(inner, "circuit"):
+            raise InvalidRequest(f"{engine.model_id} has no circuit to verify proofs with")
+        self.circuit = inner.circuit
+
+    async def prepare(self, seed: bytes, round_no: int) -> RoundPlan:
+        data = self.circuit.data
+        rows = [data.holdout(i) for i in range(len(data.holdout_rows))]
+        return RoundPlan(seed, round_no, [str(i) for i in range(len(rows))], rows, [])
+
+    async def _ask(
+        self, client: MinerClient, target: MinerTarget, plan: RoundPlan
+    ) -> tuple[Answer, int]:
+        from agora.zk.errors import ProofRejected
+        from agora.zk.proof import verify_classification
+
+        (index,) = probes.draw(plan.seed, target.uid, len(plan.reference), 1, 1)
+        features = plan.reference[index]
+        answer = await client.classify(target, features)
+        payload = answer.payload
+        self._check_model(payload.model, answer.receipt.model_id)
+        try:
+            await asyncio.to_thread(
+                verify_classification,
+                self.circuit,
+                features,
+                payload.label,
+                payload.scores,
+                payload.proof,
+            )
+        except ProofRejected as error:
+            raise ProbeFailed(Verdict.WRONG_OUTPUT, f"{error.reason}: {error}") from None
+        if payload.label_name != self.circuit.label_names[payload.label]:
+            raise ProbeFailed(
+                Verdict.WRONG_OUTPUT,
+                f"label {payload.label} is {self.circuit.label_names[payload.label]!r}, "
+                f"not {payload.label_name!r}",
+            )
+        return answer, len(features)
+
+
 def task_for(engine: Engine, **options: Any) -> ProbeTask:
     """The probe task for a reference engine's kind."""
     if engine.task == "embed":
         return EmbedTask(engine, **options)
+    if engine.task == "classify":
+        return ClassifyTask(engine)
     return GenerateTask(engine, **options)
 
 
