@@ -8,9 +8,14 @@ and tests, then prints the metagraphs as they change until Ctrl-C or SIGTERM sto
 The network: a ledger node (1 s blocks), subnet 1 for embeddings (all-MiniLM-L6-v2) and subnet 2
 for text generation (a tiny seeded language model built on first use), owned by the dev account
 alice; three miners on subnet 1 (bob and charlie honest, dave deliberately returning random
-vectors) and one on subnet 2 (ferdie); eve validating both subnets; the OpenAI-compatible
+vectors) and one on subnet 2 (ferdie); subnet 3 a zero-knowledge subnet (an iris classifier whose
+answers carry EZKL proofs, miner alice, with a locally generated SRS that is FOR TESTING ONLY);
+eve validating every subnet (subnet 3 every 30 s: a proof costs ~1 s); the OpenAI-compatible
 gateway with a demo API key backed by 10 tokens of alice's in escrow; and the dashboard. Within a
-couple of minutes the honest miners earn incentive and dave stays at zero.
+couple of minutes the honest miners earn incentive and dave stays at zero. On subnets 1 and 2 eve
+also audits the answers the gateway archived (``--gateway``: a sample drawn by block hash,
+re-checked, disputed when wrong; agora.validator.audit), and alice backs every miner hotkey with
+10 tokens of stake, so that an upheld dispute's slash takes something.
 """
 
 from __future__ import annotations
@@ -33,18 +38,20 @@ from rich.table import Table
 from agora.chain.client import LedgerClient
 from agora.crypto.keys import Keypair
 from agora.crypto.signing import sign_transaction
+from agora.protocol.units import TOKEN
 
 console = Console()
 OWNER = "alice"
 VALIDATOR = "eve"
 # netuid -> model served on it
-SUBNETS = {1: "embed:minilm", 2: "generate:tiny"}
+SUBNETS = {1: "embed:minilm", 2: "generate:tiny", 3: "classify:iris"}
 # dev account -> (netuid, extra miner flags)
 MINERS: dict[str, tuple[int, list[str]]] = {
     "bob": (1, []),
     "charlie": (1, []),
     "dave": (1, ["--cheat", "random"]),
     "ferdie": (2, []),
+    "alice": (3, []),  # the ZK subnet: every answer carries an EZKL proof (agora.zk)
 }
 MODEL_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 DEV_NAMES = ["alice", "bob", "charlie", "dave", "eve", "ferdie", "faucet", "gateway"]
@@ -117,6 +124,40 @@ async def ensure_subnets(node_url: str, count: int) -> list[int]:
             if info.status != "included":
                 raise RuntimeError(f"could not create a dev subnet: {info.code}: {info.message}")
         return [s.netuid for s in await client.subnets()][:count]
+
+
+MINER_BACKING = 10 * TOKEN
+VALIDATOR_FLOAT = 20 * TOKEN
+
+
+async def back_miners(node_url: str) -> None:
+    """The owner stakes :data:`MINER_BACKING` behind every miner hotkey that has none of its stake
+    yet (a miner without stake loses nothing to a slash, so audits would not deter it), and the
+    faucet gives the validator's hotkey :data:`VALIDATOR_FLOAT` to pay dispute deposits."""
+    owner, faucet = Keypair.from_name(OWNER), Keypair.from_name("faucet")
+    async with LedgerClient(node_url) as client:
+        chain_id = (await client.status()).chain_id
+        backed = {s.hotkey for s in (await client.account(owner.address)).stakes if s.amount}
+        nonce = await client.next_nonce(owner.address)
+        sent = []
+        for name in MINERS:
+            hotkey = Keypair.from_name(name + "/hot").address
+            if hotkey in backed:
+                continue
+            body = {"hotkey": hotkey, "amount": MINER_BACKING}
+            tx = sign_transaction(owner, chain_id, "add_stake", nonce, body)
+            sent.append(await client.submit(tx))
+            nonce += 1
+        validator = Keypair.from_name(VALIDATOR + "/hot").address
+        if (await client.account(validator)).balance < VALIDATOR_FLOAT // 4:
+            body = {"to": validator, "amount": VALIDATOR_FLOAT}
+            nonce = await client.next_nonce(faucet.address)
+            tx = sign_transaction(faucet, chain_id, "transfer", nonce, body)
+            sent.append(await client.submit(tx))
+        for tx_hash in sent:
+            info = await client.wait_for_tx(tx_hash, timeout=60)
+            if info.status != "included":
+                console.print(f"[yellow]could not back the miners: {info.code}: {info.message}[/]")
 
 
 def dev_name(hotkey: str) -> str:
@@ -209,6 +250,7 @@ def run_devnet(
     miner_port: int = 8091,
     gateway_port: int = 8000,
     refresh: float = 20.0,
+    validator_port: int = 8071,
 ) -> None:
     data_dir = data_dir.resolve()
     supervisor = Supervisor(log_dir=data_dir / "logs")
@@ -243,6 +285,12 @@ def run_devnet(
         wait_for_http(node_url + "/v1/status", supervisor, "the ledger node")
         with console.status("creating the dev subnets…"):
             asyncio.run(ensure_subnets(node_url, len(SUBNETS)))
+        from agora.zk.devnet import shared_specs
+        from agora.zk.srs import TESTING_WARNING
+
+        with console.status("setting up the ZK subnet's circuit…"):
+            specs = shared_specs(SUBNETS, data_dir / "models")  # one SRS for miner and validator
+        console.print(f"[yellow]ZK subnet 3: {TESTING_WARNING}[/]")
 
         # The gateway registers on both subnets before the miners start, so that miners, which
         # read who may call them from the metagraph, accept it from their first request.
@@ -278,7 +326,7 @@ def run_devnet(
                     "--subnet",
                     str(netuid),
                     "--model",
-                    SUBNETS[netuid],
+                    specs[netuid],
                     "--host",
                     host,
                     "--port",
@@ -295,7 +343,10 @@ def run_devnet(
         wait_for_http(dashboard_url + "/config.json", supervisor, "the dashboard")
         for name, miner_url in miners.items():
             wait_for_http(miner_url + "/health", supervisor, f"miner {name}", timeout=300)
-        for netuid, model in SUBNETS.items():
+        with console.status("backing the miners with stake (so a slash takes something)…"):
+            asyncio.run(back_miners(node_url))
+        audited = set(GATEWAY_MODELS.values())  # the subnets whose organic answers are archived
+        for index, (netuid, model) in enumerate(SUBNETS.items()):
             supervisor.start(
                 f"validator-{netuid}",
                 [
@@ -308,7 +359,7 @@ def run_devnet(
                     "--subnet",
                     str(netuid),
                     "--model",
-                    model,
+                    specs[netuid],
                     "--node",
                     node_url,
                     "--data-dir",
@@ -316,7 +367,14 @@ def run_devnet(
                     "--stake",
                     "100",
                     "--probe-interval",
-                    "5",
+                    "30" if model.startswith("classify:") else "5",  # a proof costs ~1 s
+                    # its public API, announced on the ledger: the dashboard shows what it measured
+                    "--http-port",
+                    str(validator_port + index),
+                    "--http-host",
+                    host,
+                    # audit the gateway's organic answers and open disputes (agora.validator.audit)
+                    *(["--gateway", gateway_url] if netuid in audited else []),
                 ],
                 env=MODEL_ENV,
             )
@@ -331,6 +389,10 @@ def run_devnet(
             "subnets": {str(netuid): model for netuid, model in SUBNETS.items()},
             "miners": miners,
             "validator": Keypair.from_name(VALIDATOR + "/hot").address,
+            "validator_apis": {
+                str(netuid): f"http://{host}:{validator_port + index}"
+                for index, netuid in enumerate(SUBNETS)
+            },
             "data_dir": str(data_dir),
             "logs": str(supervisor.log_dir),
             "pids": {name: p.pid for name, p in supervisor.processes.items()},

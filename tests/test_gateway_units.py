@@ -217,11 +217,21 @@ def test_a_chat_answer_verifies_against_the_customers_request() -> None:
         "text": "abc",
         "token_ids": [100, 101, 102],
         "usage": {"completion_tokens": 3, "prompt_tokens": 9, "total_tokens": 12},
+        "toploc": "VExPQw==",  # the miner's activation proof rides along, covered by the hash
     }
     receipt = miner_answer(payload, sent, (9, 3))
     call = parse_chat(request)
     answer = generation_response(
-        call, "id", "abc", "length", [100, 101, 102], None, receipt, receipt.price, sent
+        call,
+        "id",
+        "abc",
+        "length",
+        [100, 101, 102],
+        None,
+        receipt,
+        receipt.price,
+        sent,
+        toploc="VExPQw==",
     )
     assert answer["choices"][0]["message"]["content"] == "abc"
     assert verify_response(request, answer) == receipt
@@ -229,6 +239,8 @@ def test_a_chat_answer_verifies_against_the_customers_request() -> None:
         verify_response({**request, "messages": [{"role": "user", "content": "ho"}]}, answer)
     with pytest.raises(InvalidReceipt, match="response hash"):
         verify_response(request, {**answer, "agora_token_ids": [100, 101, 103]})
+    with pytest.raises(InvalidReceipt, match="response hash"):
+        verify_response(request, {**answer, "agora_toploc": None})
 
 
 # -- routing ------------------------------------------------------------------------------------

@@ -30,11 +30,12 @@ import json
 import secrets
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agora.crypto.keys import verify
 from agora.gateway.accounts import Accounts, Hold, KeyState
+from agora.gateway.archive import ReceiptArchive
 from agora.gateway.config import GatewayConfig, ModelRoute
 from agora.gateway.errors import ApiError, BadRequest, NoMinerAvailable, UpstreamFailed
 from agora.gateway.httpclient import HttpPool, Response, UpstreamError
@@ -108,6 +109,7 @@ class ParsedReceipt:
     receipt: Receipt
     raw: bytes
     signed: dict[str, Any]  # every field but the signature
+    content: bytes = b""  # the response bytes response_hash covers (kept for the archive)
 
     @classmethod
     def read(cls, raw: bytes) -> ParsedReceipt:
@@ -152,6 +154,8 @@ class Forwarder:
         self.accounts = accounts
         self.store = store
         self.pool = pool
+        #: where answers are archived for validators' audits (set by the service; None: not kept)
+        self.archive: ReceiptArchive | None = None
 
     # -- shared steps ---------------------------------------------------------------------------
 
@@ -216,9 +220,18 @@ class Forwarder:
             raise AttemptFailed("bad_receipt", f"the miner's receipt is not valid: {problem}")
 
     def _charge(
-        self, key: KeyState, hold: Hold, route: ModelRoute, miner: MinerInfo, parsed: ParsedReceipt
+        self,
+        key: KeyState,
+        hold: Hold,
+        route: ModelRoute,
+        miner: MinerInfo,
+        parsed: ParsedReceipt,
+        body: bytes,
+        stream: bool = False,
     ) -> tuple[str, int]:
         receipt = parsed.receipt
+        if self.archive is not None:  # queued only: written off the request path
+            self.archive.add(receipt, parsed.raw, body, parsed.content, stream)
         charged = self.accounts.charge(hold, receipt.price)
         self.payer.owe(miner.hotkey, receipt.price, miner.address)
         request_id = secrets.token_hex(12)
@@ -307,7 +320,7 @@ class Forwarder:
                 finally:
                     miner.in_flight -= 1
                 self.router.succeeded(miner, time.perf_counter() - started)
-                request_id, charged = self._charge(key, hold, route, miner, parsed)
+                request_id, charged = self._charge(key, hold, route, miner, parsed, body)
                 return Outcome(
                     request_id, payload, parsed.receipt, parsed.raw, miner, charged, len(tried)
                 )
@@ -367,7 +380,7 @@ class Forwarder:
             prompt_tokens,
             completion,
         )
-        return parsed, payload
+        return replace(parsed, content=content), payload
 
     # -- a streamed generation ----------------------------------------------------------------
 
@@ -424,7 +437,7 @@ class Forwarder:
                 finally:
                     miner.in_flight -= 1
                 parsed = result[0]
-                request_id, charged = self._charge(key, hold, route, miner, parsed)
+                request_id, charged = self._charge(key, hold, route, miner, parsed, body, True)
                 payload = {"model": parsed.receipt.model_id, "token_ids": list(sent)}
                 yield Outcome(
                     request_id, payload, parsed.receipt, parsed.raw, miner, charged, len(tried)
@@ -462,6 +475,7 @@ class Forwarder:
             if voucher is not None:
                 self.payer.delivered(miner.hotkey, voucher)
             hasher = hashlib.sha256()
+            pieces: list[bytes] = []  # what the hash covers, for the archive
             buffer = b""
             seen: list[int] = []
             receipt: ParsedReceipt | None = None
@@ -478,6 +492,7 @@ class Forwarder:
                             receipt = ParsedReceipt.read(event[len(RECEIPT_EVENT) :])
                             break
                         hasher.update(event + b"\n\n")
+                        pieces.append(event + b"\n\n")
                         if not event.startswith(TOKEN_EVENT):
                             continue
                         token = _read_token(event[len(TOKEN_EVENT) :])
@@ -513,7 +528,7 @@ class Forwarder:
             )
             if first:  # every token was a replay: count the latency now
                 self.router.succeeded(miner, time.perf_counter() - started)
-            result.append(receipt)
+            result.append(replace(receipt, content=b"".join(pieces)))
 
 
 _NUMBER_BYTES = b"0123456789eE+-."

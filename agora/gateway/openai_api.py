@@ -18,7 +18,8 @@ ignored. Supported:
 Answers are OpenAI's objects plus the Agora fields: ``agora_receipt`` (the miner's signed
 receipt), ``agora_charged`` (units taken from the key's escrow) and, for generations,
 ``agora_request`` (the exact body sent to the miner: the rendered prompt and parameters),
-``agora_token_ids`` and ``agora_seed`` (what the receipt's hashes cover besides the text), so
+``agora_token_ids``, ``agora_seed`` and ``agora_toploc`` (the miner's TOPLOC activation proof,
+or null; what the receipt's hashes cover besides the text), so
 that a customer can check it offline (:mod:`agora.gateway.verify`). Streams carry the same in
 their chunks: ``agora_token_ids`` on each, the rest on the last one before the usage chunk.
 """
@@ -392,6 +393,7 @@ def generation_response(
     charged: int,
     miner_request: bytes,
     receipt_dict: dict[str, Any] | None = None,
+    toploc: str | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` or ``text_completion`` object."""
     p, c = receipt.prompt_tokens, receipt.completion_tokens
@@ -415,6 +417,7 @@ def generation_response(
         "agora_charged": charged,
         "agora_token_ids": token_ids,
         "agora_seed": seed,
+        "agora_toploc": toploc,
         "agora_request": miner_request.decode(),
         "agora_receipt": receipt.to_json() if receipt_dict is None else receipt_dict,
     }

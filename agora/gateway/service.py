@@ -46,6 +46,7 @@ from agora.chain.runner import QuietServer, bind
 from agora.crypto.keys import Keypair
 from agora.gateway.accounts import Accounts
 from agora.gateway.app import create_app
+from agora.gateway.archive import ARCHIVE_DB, ReceiptArchive
 from agora.gateway.config import GatewayConfig
 from agora.gateway.errors import GatewayConfigError, PaymentError
 from agora.gateway.forward import Forwarder
@@ -63,6 +64,7 @@ __all__ = ["Gateway"]
 log = logging.getLogger(__name__)
 
 REGISTRATION_CHECK_S = 60.0
+ARCHIVE_FLUSH_S = 0.25
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -111,6 +113,9 @@ class Gateway:
         self.forwarder = Forwarder(
             config, key, self.router, self.payer, self.accounts, store, self.pool
         )
+        # every answer served, with its bytes, for validators' audits (agora.gateway.archive)
+        self.archive = ReceiptArchive(config.data_dir / ARCHIVE_DB)
+        self.forwarder.archive = self.archive
         self.app = create_app(self)
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: QuietServer | None = None
@@ -250,6 +255,7 @@ class Gateway:
             asyncio.create_task(self.payer.run_flush(), name="voucher-flush"),
             asyncio.create_task(self.settler.run(), name="settle"),
             asyncio.create_task(self._registration_loop(), name="registration"),
+            asyncio.create_task(self.archive.run(ARCHIVE_FLUSH_S), name="archive-flush"),
         ]
 
     async def _flush_loop(self) -> None:
@@ -356,6 +362,8 @@ class Gateway:
         with contextlib.suppress(OSError):
             self._sock.close()
         self.store.close()
+        with contextlib.suppress(Exception):
+            self.archive.close()
         await self.pool.aclose()
         await self.ledger.aclose()
 

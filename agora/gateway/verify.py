@@ -131,6 +131,7 @@ def verify_response(
                 "seed": final.get("agora_seed"),
                 "text": text,
                 "token_ids": ids,
+                "toploc": final.get("agora_toploc") if index == len(events) - 1 else None,
             }
             content += b"event: token\ndata: " + _normalized(token) + b"\n\n"
         verify_receipt(receipt, final["agora_request"].encode())
@@ -165,6 +166,7 @@ def verify_response(
             "text": text,
             "token_ids": answer["agora_token_ids"],
             "usage": _usage(receipt),
+            "toploc": answer.get("agora_toploc"),
         }
         verify_receipt(receipt, answer["agora_request"].encode())
     if json_hash(payload) != receipt.response_hash:

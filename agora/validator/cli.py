@@ -11,6 +11,7 @@ wrong password, registration or staking refused, model not found).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -66,6 +67,16 @@ def _keys(
     return hotkey, lambda: loaded.coldkey(password)
 
 
+def _hotkey(text: str) -> str:
+    """A hotkey address from 64 hex characters or ``dev:NAME`` (the dev key NAME/hot)."""
+    if text.startswith("dev:"):
+        return Keypair.from_name(text[4:] + "/hot").address
+    value = text.lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise _fail(f"--collude-with {text!r}: give a hotkey as 64 hex characters or dev:NAME")
+    return value
+
+
 @app.command()
 def start(
     subnet: Annotated[int, typer.Option("--subnet", help="The subnet (netuid) to validate.")],
@@ -77,7 +88,8 @@ def start(
         typer.Option(
             "--model",
             help="The reference model miners are checked against: embed:minilm, generate:tiny, "
-            "generate:/path ... (see docs/models.md). Must be what the subnet serves.",
+            "generate:/path, classify:iris;srs=PATH ... (see docs/models.md, docs/zk.md). Must "
+            "be what the subnet serves (for classify: the same SRS file as the miners).",
         ),
     ] = "embed:minilm",
     node: Annotated[
@@ -122,6 +134,41 @@ def start(
     no_register: Annotated[
         bool, typer.Option("--no-register", help="Fail instead of registering by burn.")
     ] = False,
+    gateway: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gateway",
+            help="Audit the organic answers this gateway archived (repeatable): draw receipts "
+            "by the subnet's audit rate, re-check them, open disputes, vote on others'.",
+        ),
+    ] = None,
+    collude_with: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collude-with",
+            help="TESTS AND DEMOS ONLY: never dispute this miner hotkey (hex, or dev:NAME for "
+            "NAME/hot) and vote not guilty on its disputes (repeatable).",
+        ),
+    ] = None,
+    audit_interval: Annotated[
+        float, typer.Option("--audit-interval", help="Seconds between audit steps.", min=0.1)
+    ] = 2.0,
+    http_port: Annotated[
+        int,
+        typer.Option(
+            "--http-port",
+            help="Serve the public read-only API (GET /v1/validator/scores) on this port and "
+            "announce it as the hotkey's endpoint; 0: none.",
+            min=0,
+        ),
+    ] = 0,
+    http_host: Annotated[
+        str, typer.Option("--http-host", help="Interface of the public API.")
+    ] = "127.0.0.1",
+    external_ip: Annotated[
+        str | None,
+        typer.Option("--external-ip", help="IP to announce for the API (default: --http-host)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start a validator on a subnet. It registers its hotkey by burn if needed (and with
@@ -136,6 +183,10 @@ def start(
         agora validator start --dev-key eve --subnet 1 --stake 100 --probe-interval 5
 
         agora validator start --wallet val --subnet 2 --model generate:tiny --node http://10.0.0.5:9944
+
+        agora validator start --dev-key eve --subnet 2 --model generate:tiny --gateway http://127.0.0.1:8000
+
+        agora validator start --dev-key eve --subnet 1 --http-port 8071   # dashboards read it
     """
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -161,15 +212,22 @@ def start(
         probe_timeout=timeout,
         stake=stake_units,
         register=not no_register,
+        gateways=[g.rstrip("/") for g in gateway or []],
+        collude_with=[_hotkey(h) for h in collude_with or []],
+        audit_interval=audit_interval,
     )
-    code = asyncio.run(_run(config))
+    code = asyncio.run(_run(config, (http_host, http_port, external_ip) if http_port else None))
     if code:
         raise typer.Exit(code)
 
 
-async def _run(config: ValidatorConfig) -> int:
+async def _run(config: ValidatorConfig, http: tuple[str, int, str | None] | None = None) -> int:
     try:
-        validator = await Validator.create(config)
+        with err.status(
+            f"loading the reference model {config.model} and checking the hotkey on subnet "
+            f"{config.netuid} (registering or staking waits for a block)…"
+        ):
+            validator = await Validator.create(config)
     except (AgoraError, NodeError) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         return 1
@@ -181,11 +239,26 @@ async def _run(config: ValidatorConfig) -> int:
         f"  node    {config.node}\n"
         f"  model   {validator.engine.model_id}\n"
         f"  data    {config.data_dir}\n"
-        f"  probes  every {config.probe_interval:g}s",
+        f"  probes  every {config.probe_interval:g}s"
+        + (f"\n  audits  {', '.join(config.gateways)}" if config.gateways else ""),
         flush=True,
     )
     try:
-        await validator.run()
+        async with contextlib.AsyncExitStack() as stack:
+            if http is not None:
+                from agora.validator.http import public_api
+
+                host, port, external_ip = http
+                try:
+                    with err.status("announcing the public API on the ledger (a block)…"):
+                        url = await stack.enter_async_context(
+                            public_api(validator, host, port, external_ip=external_ip)
+                        )
+                except (AgoraError, NodeError) as error:
+                    err.print(f"[red]error:[/red] {error}", highlight=False)
+                    return 1
+                print(f"  api     {url}/v1/validator/scores", flush=True)
+            await validator.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

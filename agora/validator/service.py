@@ -3,12 +3,14 @@
     validator = await Validator.create(ValidatorConfig(netuid=1, hotkey=hot, coldkey=cold))
     await validator.run()          # until validator.stop() (or a signal, from the CLI)
 
-Two loops share one process:
+These loops share one process:
 
 * **Probing**, every ``probe_interval`` seconds: read the metagraph, forget the scores of uids
   whose hotkey changed, run one round against every uid with an endpoint (not itself) and fold
   the outcomes into the persisted moving scores (:mod:`agora.validator.tasks`,
   :mod:`agora.validator.scoring`, :mod:`agora.validator.store`).
+* **Audits**, with ``gateways``: organic answers archived by the gateways are drawn, re-checked
+  and disputed, and other validators' disputes voted on (:mod:`agora.validator.audit`).
 * **Weights**, driven by the ledger's block events (``/v1/events``; polling ``/v1/status`` while
   the stream is down): every tempo, weights from the scores, set directly or by commit and reveal,
   or a logged skip without a validator permit (:mod:`agora.validator.setter`,
@@ -38,6 +40,7 @@ from agora.chain.models import Metagraph
 from agora.crypto.keys import Keypair
 from agora.models import Engine, load_engine
 from agora.validator import ledger as chain
+from agora.validator.audit import AuditBook, Auditor
 from agora.validator.errors import SetupFailed, UnknownSubnetError
 from agora.validator.prober import MinerClient, MinerTarget
 from agora.validator.probes import round_seed
@@ -85,6 +88,11 @@ class ValidatorConfig:
     register: bool = True
     set_weights: bool = True
     task_options: dict[str, Any] = field(default_factory=dict)
+    #: gateways whose organic answers are audited (agora.validator.audit); empty: no audits
+    gateways: list[str] = field(default_factory=list)
+    #: TESTS AND DEMOS ONLY: miner hotkeys this validator never disputes and always acquits
+    collude_with: list[str] = field(default_factory=list)
+    audit_interval: float = 2.0
 
 
 class Validator:
@@ -119,7 +127,21 @@ class Validator:
         self.head_height = 0
         self.head_hash = ""
         self.last_outcomes: list[ProbeOutcome] = []
+        #: called with each round's outcomes (the public HTTP API keeps a window of them)
+        self.round_listeners: list[Callable[[list[ProbeOutcome]], None]] = []
         self.weights = WeightSetter(ledger, chain_id, config.hotkey, config.netuid, book)
+        self.auditor: Auditor | None = None
+        if config.gateways:
+            self.auditor = Auditor(
+                config.hotkey,
+                config.netuid,
+                ledger,
+                engine,
+                config.gateways,
+                AuditBook.in_dir(config.data_dir),
+                collude_with=config.collude_with,
+                interval=config.audit_interval,
+            )
 
     # -- building ----------------------------------------------------------------------------------
 
@@ -205,6 +227,9 @@ class Validator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._weights_task
         await self.client.aclose()
+        if self.auditor is not None:
+            await self.auditor.aclose()
+            self.auditor.book.close()
         if self._owns_engine:
             await self.engine.close()
         if self._owns_ledger:
@@ -269,6 +294,8 @@ class Validator:
         samples = round_samples(outcomes, self.config.latency_weight)
         scores = self.book.record(self.netuid, round_no, outcomes, samples, self.config.alpha)
         self.last_outcomes = outcomes
+        for listener in self.round_listeners:
+            listener(outcomes)
         self._log_round(round_no, status.height, outcomes, scores)
         return outcomes
 
@@ -312,6 +339,8 @@ class Validator:
         loops = [asyncio.create_task(self._probe_loop(), name="probe")]
         if self.config.set_weights:
             loops.append(asyncio.create_task(self._block_loop(), name="blocks"))
+        if self.auditor is not None:
+            loops.append(asyncio.create_task(self.auditor.run(self._stop), name="audit"))
         stopped = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
