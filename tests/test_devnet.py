@@ -29,6 +29,7 @@ def test_up_starts_the_network_and_stops_everything_on_sigterm(tmp_path: Path) -
         sys.executable, "-m", "agora.cli", "up", "--data-dir", str(data), "--port", str(port),
         "--dashboard-port", str(dashboard), "--miner-port", str(miner_port),
         "--gateway-port", str(gateway),
+        "--validator-port", str(miner_port + 10),  # the validators' public APIs, one per subnet
     ]  # fmt: skip
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,

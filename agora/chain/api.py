@@ -38,6 +38,7 @@ from agora.chain.errors import (
     PayloadTooLarge,
     Refused,
 )
+from agora.chain.events import outcomes_by_height
 from agora.chain.mempool import TxStatus
 from agora.chain.node import Node
 from agora.protocol.codec import is_hex
@@ -60,6 +61,7 @@ from agora.protocol.transactions import parse_transaction
 __all__ = ["ApiError", "create_app", "halving"]
 
 MAX_BLOCKS_PER_PAGE = 100
+MAX_EPOCHS_PER_PAGE = 1000
 MAX_EVENT_REPLAY = 1000
 DEFAULT_FIXED_ONE = 2**32
 
@@ -170,7 +172,13 @@ def _channel_json(channel: ChannelState) -> dict[str, Any]:
 
 
 def _sse(event: dict[str, Any]) -> str:
-    return f"event: block\nid: {event['height']}\ndata: {json.dumps(event)}\n\n"
+    """A block event, then one ``dispute`` event per outcome it carries (same id: a client
+    resuming from that height has seen them all)."""
+    height = event["height"]
+    text = f"event: block\nid: {height}\ndata: {json.dumps(event)}\n\n"
+    for outcome in event.get("disputes", ()):
+        text += f"event: dispute\nid: {height}\ndata: {json.dumps(outcome)}\n\n"
+    return text
 
 
 def _reject_constant(name: str) -> Any:
@@ -382,8 +390,9 @@ def create_app(node: Node) -> FastAPI:
     )
     async def account(address: str) -> Any:
         """Any address has an account: one that never received anything shows zeros. Includes
-        the stake it holds as a coldkey, the stake behind it as a hotkey, and where it is
-        registered. Sign the next transaction with `pending_nonce`."""
+        the stake it holds as a coldkey, the stake behind it as a hotkey, stake it removed that
+        is still unbonding (with the block it is paid in), and where it is registered. Sign the
+        next transaction with `pending_nonce`."""
         if not is_hex(address, 64):
             raise ApiError(400, "bad_address", "an address is 64 lowercase hex characters")
         state = node.state
@@ -413,6 +422,9 @@ def create_app(node: Node) -> FastAPI:
             "hotkey_owner": state.hotkey_owner.get(address),
             "stake_behind": sum(item["amount"] for item in stakers),
             "stakers": stakers,
+            "unbonding": [e.to_json() for e in state.unbonding.of_coldkey(address)],
+            "total_unbonding": sum(e.amount for e in state.unbonding.of_coldkey(address)),
+            "unbonding_behind": sum(e.amount for e in state.unbonding.of_hotkey(address)),
             "registrations": registrations,
             "owned_subnets": [n for n, s in sorted(state.subnets.items()) if s.owner == address],
         }
@@ -527,6 +539,7 @@ def create_app(node: Node) -> FastAPI:
                 "emission": n.emission,
                 "registered_at": n.registered_at,
                 "last_update": n.last_update,
+                "slashed": n.slashed,
             }
             for name in ("rank", "trust", "consensus", "incentive", "dividends", "validator_trust"):
                 value = getattr(n, name)
@@ -543,9 +556,37 @@ def create_app(node: Node) -> FastAPI:
             "bonds": [sorted(n.bonds.items()) for n in found.neurons],
         }
 
+    @app.get(
+        "/v1/subnets/{netuid}/emissions",
+        response_model=models.EmissionHistory,
+        summary="Emission per uid over the last epochs",
+        tags=["subnets"],
+        responses=_errors(400, 404),
+    )
+    async def emissions(netuid: int, limit: int = Query(100, ge=1, le=MAX_EPOCHS_PER_PAGE)) -> Any:
+        """What each uid earned in each of the last `limit` epochs, oldest first (the metagraph
+        only says the last one). Read from an index the node keeps as it stores blocks."""
+        state, found = _subnet(netuid)
+        epochs = [
+            {
+                "block": height,
+                "total": sum(row[2] for row in rows),
+                "uids": [{"uid": uid, "hotkey": hotkey, "emission": e} for uid, hotkey, e in rows],
+            }
+            for height, rows in node.store.epochs(netuid, limit)
+        ]
+        return {
+            "netuid": netuid,
+            "block": state.height,
+            "tempo": found.hyperparams.tempo,
+            "epochs": epochs,
+        }
+
+    from agora.chain.api_disputes import add_dispute_routes  # it builds on this module
     from agora.chain.api_market import add_market_routes  # it builds on this module
 
     add_market_routes(app, node)
+    add_dispute_routes(app, node)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -562,13 +603,17 @@ def create_app(node: Node) -> FastAPI:
         ),
     ) -> StreamingResponse:
         """One `block` event per new block (`id` is the height; `data` is JSON with height,
-        hash, timestamp, tx_count, state_root) and a keep-alive comment every few seconds.
+        hash, timestamp, tx_count, state_root, and `disputes` when the block resolved some),
+        then one `dispute` event per dispute it resolved (`data`: id, netuid, miner, status
+        `upheld`/`rejected`, resolved_at, slashed, burned, deposit_to, reason), and a keep-alive
+        comment every few seconds.
         The stream ends when the node stops; reconnect with `Last-Event-ID`."""
         subscription = node.subscribe()
         head = node.height
         replay: list[dict[str, Any]] = []
         if last_event_id is not None and last_event_id < head:
             first = max(last_event_id + 1, head - MAX_EVENT_REPLAY + 1, 1)
+            outcomes = outcomes_by_height(node.state, first, head)
             replay = [
                 {
                     "height": s.height,
@@ -576,6 +621,7 @@ def create_app(node: Node) -> FastAPI:
                     "timestamp": s.timestamp,
                     "tx_count": s.tx_count,
                     "state_root": s.state_root,
+                    **({"disputes": outcomes[s.height]} if s.height in outcomes else {}),
                 }
                 for s in node.store.summaries(first, head - first + 1)
             ]

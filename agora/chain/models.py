@@ -69,6 +69,18 @@ class Stake(BaseModel):
     amount: int
 
 
+class UnbondingEntry(BaseModel):
+    id: int
+    hotkey: str
+    coldkey: str
+    amount: int
+    created_at: int = Field(description="The block the stake was removed in.")
+    release_at: int = Field(
+        description="The block at whose end it is paid to the coldkey (later while the hotkey "
+        "is accused in an open dispute). Slashable until then."
+    )
+
+
 class Registration(BaseModel):
     netuid: int
     uid: int
@@ -85,6 +97,13 @@ class Account(BaseModel):
     hotkey_owner: str | None = Field(None, description="The coldkey owning it, as a hotkey.")
     stake_behind: int = Field(description="All stake behind this address as a hotkey.")
     stakers: list[Stake] = Field(description="Who stakes behind this address as a hotkey.")
+    unbonding: list[UnbondingEntry] = Field(
+        default_factory=list, description="Stake this address removed that is not paid yet."
+    )
+    total_unbonding: int = 0
+    unbonding_behind: int = Field(
+        0, description="Stake leaving this address as a hotkey: still slashable, not counted."
+    )
     registrations: list[Registration]
     owned_subnets: list[int]
 
@@ -175,6 +194,26 @@ class NeuronInfo(BaseModel):
     emission: int = Field(description="Units earned in the last epoch.")
     registered_at: int
     last_update: int
+    slashed: bool = Field(False, description="Upheld dispute: no incentive until it re-registers.")
+
+
+class UidEmission(BaseModel):
+    uid: int
+    hotkey: str
+    emission: int = Field(description="Units the uid earned in this epoch.")
+
+
+class EpochEmission(BaseModel):
+    block: int = Field(description="The block whose epoch paid this.")
+    total: int
+    uids: list[UidEmission]
+
+
+class EmissionHistory(BaseModel):
+    netuid: int
+    block: int
+    tempo: int
+    epochs: list[EpochEmission] = Field(description="Oldest first.")
 
 
 class Metagraph(BaseModel):
@@ -360,3 +399,87 @@ class MarketParams(BaseModel):
     params: dict[str, int]
     block_time: float = Field(description="Seconds between blocks: converts per-hour prices.")
     height: int
+
+
+# -- spot checks and disputes (routes in api_disputes.py) ---------------------------------------
+
+
+class DisputeVote(BaseModel):
+    hotkey: str
+    guilty: bool
+    stake: int = Field(description="Its stake when it voted.")
+    block: int
+    stake_now: int = Field(0, description="Its stake now, which is what resolution counts.")
+    counts: bool = Field(True, description="False once it holds no validator permit.")
+
+
+class DisputePayout(BaseModel):
+    hotkey: str
+    amount: int
+
+
+class DisputeTally(BaseModel):
+    guilty: int = Field(description="Stake now behind guilty votes of current permit holders.")
+    not_guilty: int
+    total: int = Field(description="Stake of every permit holder but the accused.")
+    needed: int = Field(description="A side wins with more than this: total // 2.")
+
+
+class Dispute(BaseModel):
+    id: int
+    netuid: int
+    status: Literal["open", "upheld", "rejected"]
+    miner: str
+    miner_coldkey: str
+    miner_uid: int
+    miner_registered_at: int
+    receipt_hash: str
+    receipt: dict[str, Any] = Field(description="The miner's signed receipt, as submitted.")
+    evidence: dict[str, Any]
+    challenger: str
+    deposit: int
+    receipt_block: int = Field(description="The receipt's deciding block.")
+    opened_at: int
+    deadline: int = Field(description="The last block in which votes count.")
+    votes: list[DisputeVote]
+    resolved_at: int = Field(description="-1 while open.")
+    reason: str
+    slashed: int = Field(description="Units taken from the miner's stake.")
+    burned: int = Field(description="Of which burned (the rest is in payouts).")
+    payouts: list[DisputePayout]
+    deposit_to: str = Field(description="Who got the deposit: the challenger or the miner.")
+    tally: DisputeTally | None = Field(None, description="While open: where the vote stands.")
+
+
+class DisputeList(BaseModel):
+    height: int
+    disputes: list[Dispute] = Field(description="Newest first.")
+
+
+class AuditMiner(BaseModel):
+    uid: int
+    hotkey: str
+    stake: int
+    slash: int = Field(description="S: what one upheld dispute takes from it.")
+    required_rate_ppm: int | None = Field(description="The p it needs; null: none is enough.")
+    holds: bool = Field(description="Whether the subnet's audit_rate_ppm deters it.")
+    validator_permit: bool = False
+
+
+class AuditReport(BaseModel):
+    netuid: int
+    height: int
+    params: dict[str, int] = Field(description="The six audit and dispute hyperparameters.")
+    economics: dict[str, int] = Field(
+        description="Per answer: reward R, honest_cost C, cheat_cost c, detection_ppm d."
+    )
+    condition: str
+    min_stake: int | None = Field(description="The least stake a miner needs to be deterred.")
+    miners: list[AuditMiner]
+    deterred: int = Field(description="Miners for which the condition holds.")
+
+
+class BlockAfter(BaseModel):
+    height: int
+    hash: str
+    timestamp: int

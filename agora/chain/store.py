@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS blocks (
     block TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (height INTEGER PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS epochs (
+    netuid INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    emissions TEXT NOT NULL,
+    PRIMARY KEY (netuid, height)
+);
 """
 
 
@@ -233,8 +239,11 @@ class Store:
         )
         snapshot = header.height % self.snapshot_interval == 0
         snapshot_text = _dumps(state.to_json()) if snapshot else None
+        epochs = _epoch_rows(state)
         with self._transaction() as db:
             db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            if epochs:
+                db.executemany("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?)", epochs)
             if snapshot_text is not None:
                 db.execute(
                     "INSERT INTO snapshots (height, state) VALUES (?, ?)",
@@ -276,6 +285,16 @@ class Store:
             (start, limit),
         )
         return [BlockSummary(*row) for row in rows]
+
+    def epochs(self, netuid: int, limit: int) -> list[tuple[int, list[list[Any]]]]:
+        """The last ``limit`` epochs of ``netuid``, oldest first: ``(height, [[uid, hotkey,
+        emission], ...])``. Kept so the emission history costs one indexed read, not a replay;
+        a store written before this table existed has history only from then on."""
+        rows = self._read(
+            "SELECT height, emissions FROM epochs WHERE netuid = ? ORDER BY height DESC LIMIT ?",
+            (netuid, limit),
+        )
+        return [(height, json.loads(text)) for height, text in reversed(rows)]
 
     def load(self) -> State | None:
         """The head state, rebuilt from the latest snapshot and the blocks after it.
@@ -357,6 +376,15 @@ _ADVICE = (
     "restore the data directory from a backup, or delete it and resync with "
     "`agora node start --follow URL`"
 )
+
+
+def _epoch_rows(state: State) -> list[tuple[int, int, str]]:
+    """One row per subnet whose epoch ran in the block that made ``state``: what each uid earned."""
+    return [
+        (netuid, state.height, _dumps([[n.uid, n.hotkey, n.emission] for n in subnet.neurons]))
+        for netuid, subnet in sorted(state.subnets.items())
+        if subnet.last_epoch == state.height
+    ]
 
 
 def _corrupted(path: Path, error: sqlite3.DatabaseError) -> StoreCorrupted:

@@ -112,8 +112,15 @@ def dashboard(
     """Serve the web page where a person watches the network, and print its address.
 
     The page shows the chain (height, block time, blocks, transactions, issuance, next halving),
-    every subnet (metagraph, weights, emission over time) and a page per account, block and
-    subnet, updated live from the node's event stream.
+    every subnet (metagraph, weights, emission over time, validators' measurements), the
+    gateway (requests per second, errors, spend per key, receipts), the marketplace, and a page
+    per account, miner, block, receipt and dispute, updated live from the node's event stream.
+
+    Examples:
+
+        agora dashboard --node http://127.0.0.1:9944
+
+        agora dashboard --node http://10.0.0.5:9944 --gateway http://10.0.0.5:8000 --host 0.0.0.0
     """
     node_url = _check_url(node, "node")
     gateway_url = None if gateway is None else _check_url(gateway, "gateway")

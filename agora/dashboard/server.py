@@ -5,6 +5,8 @@
     GET  /config.json         where the page reads from: {"node": {"base": "node", "url": ...}, ...}
     GET  /node/v1/...         the node's public API, forwarded (see agora.dashboard.proxy)
     GET  /gateway/v1/...      the gateway's, once one is connected (404 ``no_gateway`` until then)
+    GET  /validators/{netuid} what the subnet's validators measured, read from the public APIs
+                              they announce in the metagraph (see agora.dashboard.validators)
 
 The page is same-origin with everything it reads, so neither the node nor the gateway needs CORS,
 and a Content-Security-Policy of ``'self'`` proves that nothing is loaded from elsewhere.
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agora import __version__
 from agora.dashboard.proxy import Upstream, error_response
+from agora.dashboard.validators import ValidatorDirectory
 
 __all__ = ["STATIC_DIR", "DashboardConfig", "SecurityHeaders", "create_app", "dev_labels"]
 
@@ -77,7 +80,8 @@ def dev_labels() -> dict[str, str]:
     from agora.crypto.keys import Keypair
 
     labels = {Keypair.from_name(DEV_PRODUCER_NAME).address: "producer"}
-    for name in DEV_ACCOUNTS:
+    # the dev accounts, and the key `agora up` runs its gateway with (agora.gateway.devnet)
+    for name in (*DEV_ACCOUNTS, *(n for n in ("gateway",) if n not in DEV_ACCOUNTS)):
         labels[Keypair.from_name(name).address] = name
         labels[Keypair.from_name(name + "/hot").address] = name + "/hot"
     return labels
@@ -126,6 +130,13 @@ def create_app(config: DashboardConfig, client: httpx.AsyncClient | None = None)
                 "no gateway connected: start the dashboard with --gateway URL",
             )
         return await gateway.forward(request, path, app.state.stopping)
+
+    validators = ValidatorDirectory(config.node_url, http)
+
+    @app.get("/validators/{netuid}", include_in_schema=False)
+    async def validator_scores(netuid: int) -> JSONResponse:
+        status, body = await validators.read(netuid)
+        return JSONResponse(body, status, headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)

@@ -11,6 +11,14 @@
     POST /v1/keys/{key_id}/revoke   stop a key for good (signed by its account)
     GET  /v1/gateway                public: the gateway's address, chain, models, terms
     GET  /v1/gateway/miners         public: the miners it routes to and what it measured
+    GET  /v1/gateway/stats          public: answers by status, errors by code, spend per key today
+    GET  /v1/gateway/receipts       public: receipts of answers served (?miner=&netuid=&limit=
+                                    &before=), newest first, without content
+    GET  /v1/gateway/receipts/{h}   public: one receipt by its hash
+    GET  /v1/gateway/audit          validators only (signed by a hotkey with a validator permit
+                                    on ?netuid=): receipts with the request and response bytes
+                                    (?since_ms=&limit=, or ?hash=), oldest first
+                                    (agora.gateway.archive)
     GET  /health                    public: is it up
 
 Requests to the key routes are signed with the account's coldkey in the ``agora.net`` wire
@@ -32,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -64,6 +73,7 @@ from agora.gateway.openai_api import (
     parse_embeddings,
     parse_json_body,
 )
+from agora.gateway.stats import Traffic, TrafficCounter, stats_endpoint
 from agora.gateway.tokens import render_chat
 from agora.net.errors import RequestRejected
 from agora.net.receipts import RECEIPT_HEADER
@@ -105,6 +115,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text.lower())
+
+
 def _target(request: Request) -> str:
     scope = request.scope
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -117,6 +131,7 @@ def create_app(gateway: Gateway) -> Starlette:
     config = gateway.config
     accounts = gateway.accounts
     forwarder = gateway.forwarder
+    traffic = Traffic()  # public aggregate counters (agora.gateway.stats)
     limit = config.max_body_bytes
 
     def resolve(name: str, task: str) -> ModelRoute:
@@ -242,6 +257,7 @@ def create_app(gateway: Gateway) -> Starlette:
             outcome.charged,
             miner_body,
             outcome.receipt_dict,
+            toploc=payload.get("toploc"),
         )
         return _json(answer, headers={RECEIPT_HEADER: outcome.receipt_header})
 
@@ -289,10 +305,12 @@ def create_app(gateway: Gateway) -> Starlette:
                 item: dict[str, Any] | Outcome = first
                 finish: str | None = None
                 seed = None
+                toploc: str | None = None
                 try:
                     while not isinstance(item, Outcome):
                         finish = item.get("finish_reason") or finish
                         seed = item.get("seed", seed)
+                        toploc = item.get("toploc") or toploc
                         yield chunk(item["text"], agora_token_ids=item["token_ids"])
                         item = await anext(events)
                 except ApiError as error:
@@ -305,6 +323,7 @@ def create_app(gateway: Gateway) -> Starlette:
                     agora_receipt=item.receipt_dict,
                     agora_charged=item.charged,
                     agora_seed=seed,
+                    agora_toploc=toploc,
                     agora_request=miner_body.decode(),
                     system_fingerprint=receipt.model_id,
                 )
@@ -482,6 +501,84 @@ def create_app(gateway: Gateway) -> Starlette:
     async def miners(request: Request) -> Response:
         return _json(gateway.router.describe())
 
+    # -- the receipt archive (agora.gateway.archive) ------------------------------------------
+
+    def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> Any:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer, got {raw[:40]!r}", param=name) from None
+        if not low <= value <= high:
+            raise BadRequest(f"{name} must be between {low} and {high}", param=name)
+        return value
+
+    async def receipts(request: Request) -> Response:
+        miner = request.query_params.get("miner") or None
+        if miner is not None and (len(miner) != 64 or not _is_hex(miner)):
+            raise BadRequest("miner must be a hotkey: 64 hex characters", param="miner")
+        rows = gateway.archive.receipts(
+            miner=miner,
+            netuid=int_param(request, "netuid", None, 0, 65535),
+            before_ms=int_param(request, "before", None, 0, 2**63 - 1),
+            limit=int_param(request, "limit", 100, 1, 1000),
+        )
+        return _json({"receipts": [row.summary() for row in rows]})
+
+    async def receipt(request: Request) -> Response:
+        found = gateway.archive.get(request.path_params["hash"].lower())
+        if found is None:
+            raise NotFound(
+                "no receipt with that hash here (it may be older than the retention, or not "
+                "written yet: retry in a second)",
+                code="unknown_receipt",
+            )
+        return _json(found.summary())
+
+    permits: dict[int, tuple[float, frozenset[str]]] = {}
+
+    async def validators_of(netuid: int) -> frozenset[str]:
+        cached = permits.get(netuid)
+        if cached is not None and time.monotonic() - cached[0] < 5.0:
+            return cached[1]
+        try:
+            graph = await gateway.ledger.metagraph(netuid)
+        except NodeError as error:
+            if error.code in ("unknown_subnet", "not_found"):
+                raise NotFound(f"subnet {netuid} does not exist", param="netuid") from None
+            raise
+        holders = frozenset(n.hotkey for n in graph.neurons if n.validator_permit)
+        permits[netuid] = (time.monotonic(), holders)
+        return holders
+
+    async def audit(request: Request) -> Response:
+        checked, _ = await signed(request)
+        netuid = int_param(request, "netuid", None, 0, 65535)
+        if netuid is None:
+            raise BadRequest("say which subnet: ?netuid=N", param="netuid")
+        if checked.caller not in await validators_of(netuid):
+            raise Forbidden(
+                f"hotkey {checked.caller[:12]}… holds no validator permit on subnet {netuid}: "
+                "only validators may read answers' content",
+                code="not_a_validator",
+            )
+        wanted = request.query_params.get("hash")
+        if wanted:
+            found = gateway.archive.get(wanted.lower())
+            if found is None or found.receipt.get("netuid") != netuid:
+                raise NotFound(
+                    f"no archived answer {wanted[:16]}… on subnet {netuid}", code="unknown_receipt"
+                )
+            return _json({"netuid": netuid, "answers": [found.to_json()]})
+        rows = gateway.archive.for_audit(
+            netuid,
+            int_param(request, "since_ms", 0, 0, 2**63 - 1),
+            int_param(request, "limit", 100, 1, 500),
+        )
+        return _json({"netuid": netuid, "answers": [row.to_json() for row in rows]})
+
     async def health(request: Request) -> Response:
         healthy = {r.name: len(gateway.router.candidates(r)) for r in config.models}
         return _json({"status": "ok", "version": __version__, "healthy_miners": healthy})
@@ -559,10 +656,15 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/v1/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
         Route("/v1/gateway", info, methods=["GET"]),
         Route("/v1/gateway/miners", miners, methods=["GET"]),
+        Route("/v1/gateway/stats", stats_endpoint(gateway, traffic), methods=["GET"]),
+        Route("/v1/gateway/receipts", receipts, methods=["GET"]),
+        Route("/v1/gateway/receipts/{hash}", receipt, methods=["GET"]),
+        Route("/v1/gateway/audit", audit, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(TrafficCounter, traffic=traffic)],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,

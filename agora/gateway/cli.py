@@ -53,7 +53,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 keys_app = typer.Typer(
-    help="API keys: each is backed by an escrow channel from your account to the gateway.",
+    help="API keys: each is backed by an escrow channel from your account to the gateway.\n\n"
+    "    agora gateway keys new --deposit 10 --dev-key alice",
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
@@ -372,7 +373,12 @@ def keys_list(
     password_file: PasswordOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Your keys at a gateway: escrow deposit, spent, redeemed on the ledger, available."""
+    """Your keys at a gateway: escrow deposit, spent, redeemed on the ledger, available.
+
+    Example:
+
+        agora gateway keys list --wallet alice --gateway http://127.0.0.1:8000
+    """
     from agora.gateway.keys import GatewayAccount
 
     payer = _coldkey(wallet, dev_key, password_file)
@@ -426,7 +432,14 @@ def keys_top_up(
     node: NodeOption = None,
     password_file: PasswordOption = None,
 ) -> None:
-    """Add tokens to a key's escrow (and/or push its expiry); usable at once."""
+    """Add tokens to a key's escrow (and/or push its expiry); usable at once.
+
+    Examples:
+
+        agora gateway keys top-up --key key_0123abcd4567ef89 --amount 5 --wallet alice
+
+        agora gateway keys top-up --key key_0123abcd4567ef89 --extend 1000 --dev-key alice
+    """
     from agora.gateway.keys import GatewayAccount
 
     units = _tokens("--amount", amount) or 0
@@ -456,7 +469,12 @@ def keys_revoke(
     gateway: GatewayOption = DEFAULT_GATEWAY,
     password_file: PasswordOption = None,
 ) -> None:
-    """Stop a key for good (its escrow stays yours: close the channel after it expires)."""
+    """Stop a key for good (its escrow stays yours: close the channel after it expires).
+
+    Example:
+
+        agora gateway keys revoke --key key_0123abcd4567ef89 --wallet alice
+    """
     from agora.gateway.keys import GatewayAccount
 
     payer = _coldkey(wallet, dev_key, password_file)
@@ -483,7 +501,12 @@ def usage(
     limit: Annotated[int, typer.Option(help="Recent calls to show.", min=1, max=1000)] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """What a key spent, on which miners and models, and its recent calls with their receipts."""
+    """What a key spent, on which miners and models, and its recent calls with their receipts.
+
+    Example:
+
+        agora gateway usage --key sk-agora-... --gateway http://127.0.0.1:8000 --limit 20
+    """
     import httpx
 
     key = key or os.environ.get("AGORA_API_KEY") or os.environ.get("OPENAI_API_KEY")
@@ -548,7 +571,12 @@ def verify(
     ] = None,
 ) -> None:
     """Check a saved answer offline against its miner's receipt: signature, the request the
-    miner was sent, the answer it signed, the price charged. Exit 0 valid, 1 invalid."""
+    miner was sent, the answer it signed, the price charged. Exit 0 valid, 1 invalid.
+
+    Example:
+
+        agora gateway verify answer.json --request request.json
+    """
     from agora.gateway.verify import verify_response
     from agora.net.errors import InvalidReceipt
 

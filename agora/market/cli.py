@@ -195,7 +195,12 @@ def provider_info(
     address: Annotated[str, typer.Argument(help="Provider address, or dev:NAME.")],
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """A provider's hardware, stake and record (leases served, failures, slashes, uptime)."""
+    """A provider's hardware, stake and record (leases served, failures, slashes, uptime).
+
+    Example:
+
+        agora provider info dev:charlie
+    """
     if address.startswith("dev:"):
         address = Keypair.from_name(address[4:]).address
 
@@ -291,7 +296,12 @@ def market_bids(
     node: NodeOption = DEFAULT_URL,
 ) -> None:
     """An order's bids, cheapest first, with exactly the hardware each offers and each
-    provider's record on the ledger (leases served, failures, slashes, uptime)."""
+    provider's record on the ledger (leases served, failures, slashes, uptime).
+
+    Example:
+
+        agora market bids 3
+    """
 
     async def main() -> None:
         async with LedgerClient(node) as ledger:
@@ -326,7 +336,12 @@ def market_orders(
     status: Annotated[str | None, typer.Option(help="open, filled or cancelled")] = "open",
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """Orders on the market."""
+    """Orders on the market.
+
+    Example:
+
+        agora market orders --status open
+    """
 
     async def main() -> None:
         async with LedgerClient(node) as ledger:
@@ -359,7 +374,12 @@ def market_lease(
     password_file: PasswordOption = None,
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """Accept a bid: a lease opens and its escrow pays the provider every block."""
+    """Accept a bid: a lease opens and its escrow pays the provider every block.
+
+    Example:
+
+        agora market lease 5 --wallet bob
+    """
     key = _key(wallet, dev_key, password_file)
 
     async def main() -> None:
@@ -435,7 +455,12 @@ def market_logs(
     password_file: PasswordOption = None,
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """The job's output, from the provider's agent (requests signed by the tenant)."""
+    """The job's output, from the provider's agent (requests signed by the tenant).
+
+    Example:
+
+        agora market logs 2 --follow --dev-key bob
+    """
     key = _key(wallet, dev_key, password_file)
 
     async def main() -> None:
@@ -458,7 +483,12 @@ def market_get(
     password_file: PasswordOption = None,
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """Download a file the job wrote."""
+    """Download a file the job wrote.
+
+    Example:
+
+        agora market get 2 result.txt -o result.txt --dev-key bob
+    """
     key = _key(wallet, dev_key, password_file)
 
     async def main() -> None:
@@ -477,7 +507,12 @@ def market_status(
     lease: Annotated[int, typer.Argument(help="Lease id.")],
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """A lease on the ledger: paid so far, escrow left, the block it runs out, why it closed."""
+    """A lease on the ledger: paid so far, escrow left, the block it runs out, why it closed.
+
+    Example:
+
+        agora market status 2
+    """
 
     async def main() -> None:
         async with LedgerClient(node) as ledger:
@@ -495,7 +530,12 @@ def market_close(
     password_file: PasswordOption = None,
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """End a lease now: the provider is paid through the previous block, the rest comes back."""
+    """End a lease now: the provider is paid through the previous block, the rest comes back.
+
+    Example:
+
+        agora market close 2 --wallet bob
+    """
     key = _key(wallet, dev_key, password_file)
 
     async def main() -> None:
@@ -519,7 +559,12 @@ def market_challenge(
     password_file: PasswordOption = None,
     node: NodeOption = DEFAULT_URL,
 ) -> None:
-    """Challenge the lease's provider to a seeded matrix product (bond: 0.1 token)."""
+    """Challenge the lease's provider to a seeded matrix product (bond: 0.1 token).
+
+    Example:
+
+        agora market challenge 2 --dev-key bob --size 256
+    """
     key = _key(wallet, dev_key, password_file)
 
     async def main() -> None:
@@ -539,7 +584,12 @@ def market_ray(
     node: NodeOption = DEFAULT_URL,
 ) -> None:
     """Form a Ray cluster over the order's leases (providers started with --ray); prints the
-    environment a job needs to join it (the head's address and the cluster's auth token)."""
+    environment a job needs to join it (the head's address and the cluster's auth token).
+
+    Example:
+
+        agora market ray 3 --dev-key bob
+    """
     key = _key(wallet, dev_key, password_file)
 
     async def main() -> None:

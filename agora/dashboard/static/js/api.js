@@ -55,6 +55,12 @@ export async function getJson(url) {
   return data;
 }
 
+// A 404 that says the route does not exist (the node's "not_found", the gateway's
+// "unknown_url"), as opposed to "no such block/receipt/dispute".
+export function isMissingRoute(error) {
+  return error.status === 404 && ["not_found", "unknown_url"].includes(error.code);
+}
+
 const MAX_CACHED_BLOCKS = 1000;
 const ABSENT_RECHECK_MS = 60_000;
 
@@ -79,7 +85,7 @@ export class NodeApi {
       this.absent.delete(feature);
       return data;
     } catch (error) {
-      if (error.status !== 404 || error.code !== "not_found") throw error;
+      if (!isMissingRoute(error)) throw error;
       this.absent.set(feature, Date.now());
       return null;
     }

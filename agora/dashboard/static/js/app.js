@@ -14,6 +14,7 @@ import { OverviewView } from "./views/overview.js";
 import { MarketView } from "./views/market.js";
 import { GatewayView } from "./views/gateway.js";
 import { NotFoundView, SubnetsView } from "./views/pages.js";
+import { DisputeView, ReceiptView } from "./views/records.js";
 import { SubnetView } from "./views/subnet.js";
 
 const MAX_BLOCKS = 240;
@@ -25,6 +26,8 @@ const ROUTES = [
   [/^\/subnet\/(?<netuid>\d+)\/?$/, SubnetView, "subnets"],
   [/^\/account\/(?<address>[^/]+)\/?$/, AccountView, ""],
   [/^\/block\/(?<height>-?\d+)\/?$/, BlockView, ""],
+  [/^\/receipt\/(?<hash>[0-9a-fA-F]{64})\/?$/, ReceiptView, "gateway"],
+  [/^\/dispute\/(?<id>[^/]+)\/?$/, DisputeView, ""],
   [/^\/gateway\/?$/, GatewayView, "gateway"],
   [/^\/market\/?$/, MarketView, "market"],
 ];

@@ -103,6 +103,12 @@ export function txSummary(tx) {
     case "set_weights":
     case "reveal_weights":
       return html`${subnetLink(b.netuid)}: ${int((b.uids || []).length)} uids`;
+    case "dispute_open":
+      return html`accuses ${accountLink((b.receipt || {}).miner)} on ${subnetLink(b.netuid)} of a wrong answer`;
+    case "dispute_vote":
+      return html`<a class="mono" href="#/dispute/${b.dispute_id}">dispute #${b.dispute_id}</a>: ${
+        b.guilty ? html`<span class="chip chip-bad">guilty</span>` : html`<span class="chip chip-v">not guilty</span>`
+      }`;
     case "commit_weights":
       return html`${subnetLink(b.netuid)}: commit <span class="mono">${String(b.commit_hash).slice(0, 10)}…</span>`;
     default:

@@ -14,6 +14,16 @@ import {
   swatch,
 } from "../format.js";
 import { amount, bar, card, empty, kindChip, panel, setHtml, txSummary } from "../ui.js";
+import { readGateway } from "./gateway.js";
+import {
+  disputesTable,
+  measurementsTable,
+  noMeasurements,
+  readDisputes,
+  readReceipts,
+  readValidators,
+  receiptsTable,
+} from "./work.js";
 
 const ACTIVITY_BLOCKS = 100;
 
@@ -64,6 +74,7 @@ export class AccountView {
           id: "neurons-panel",
           subtitle: "where this key is registered (as hotkey) or owns a registered hotkey (as coldkey)",
         })}
+        <div id="account-miner-slot"></div>
         <div class="grid two">
           ${panel("Stake it holds", html`<div id="account-stakes"></div>`, { subtitle: "as a coldkey, on hotkeys" })}
           ${panel("Stake behind it", html`<div id="account-stakers"></div>`, { subtitle: "as a hotkey, from coldkeys" })}
@@ -96,6 +107,7 @@ export class AccountView {
       Promise.all((state.subnets || []).map((s) => api.metagraph(s.netuid).catch(() => null))),
     ]);
     this.renderAccount(account, metagraphs.filter(Boolean));
+    await this.renderMiner(account);
     await this.renderChannels();
     await this.renderActivity();
   }
@@ -161,6 +173,82 @@ export class AccountView {
     setHtml(
       this.element.querySelector("#account-stakers"),
       stakeTable(a.stakers, "Coldkey", (s) => s.coldkey) || empty("Nobody stakes behind it."),
+    );
+  }
+
+  // As a miner (the address is a registered hotkey): what validators measured, what the gateway
+  // measured and charges, its recent receipts and any disputes against it.
+  async renderMiner(account) {
+    const slot = this.element.querySelector("#account-miner-slot");
+    const registrations = account.registrations || [];
+    if (!registrations.length) {
+      setHtml(slot, "");
+      return;
+    }
+    const netuids = [...new Set(registrations.map((r) => r.netuid))];
+    const [gateway, receipts, disputes, ...validators] = await Promise.all([
+      readGateway(this.ctx),
+      readReceipts(this.ctx, { miner: this.address, limit: 15 }),
+      readDisputes(this.ctx, { miner: this.address, limit: 20 }),
+      ...netuids.map((n) => readValidators(n)),
+    ]);
+    const measured = netuids.map((netuid, i) => {
+      const result = validators[i];
+      const table = result.ok && measurementsTable(result.validators, { hotkey: this.address });
+      const rows = result.ok
+        ? result.validators.flatMap((v) => (v.scores || []).filter((s) => s.hotkey === this.address))
+        : [];
+      return { netuid, result, table, rows };
+    });
+    // Where this hotkey is itself a validator with a public API: what it measured.
+    const asValidator = netuids.flatMap((netuid, i) =>
+      validators[i].ok ? validators[i].validators.filter((v) => v.hotkey === this.address).map((v) => ({ netuid, v })) : [],
+    );
+    const validatorPanel = asValidator.length
+      ? panel(
+          "As a validator",
+          asValidator.map(
+            ({ netuid, v }) => html`<h3 class="small">On SN${netuid}: <span class="mono">${v.url}</span>${
+              v.error ? html` <span class="chip chip-bad">${v.error}</span>` : html` · round ${int(v.round || 0)} · reference <span class="mono">${v.model || "?"}</span>`
+            }</h3>${v.error ? "" : measurementsTable([v], { netuid }) || empty("It has not probed any miner yet.")}`,
+          ),
+          { id: "validator-panel", subtitle: "what it measured of the subnet's miners, from the public API it announces" },
+        )
+      : "";
+    const served = gateway.reachable ? gateway.miners.filter((m) => m.hotkey === this.address) : [];
+    const allRows = measured.flatMap((m) => m.rows);
+    const best = (key) => {
+      const values = allRows.map((r) => r[key]).filter((v) => v !== null && v !== undefined).map(Number);
+      return values.length ? values.sort((a, b) => a - b)[Math.floor(values.length / 2)] : null;
+    };
+    const p50 = best("latency_p50_ms");
+    const p95 = best("latency_p95_ms");
+    const throughput = best("throughput_p50");
+    const price = served.find((m) => m.price_per_1k_tokens !== null && m.price_per_1k_tokens !== undefined);
+    const cards = html`<div class="cards compact" id="miner-cards">
+      ${card("Latency p50", p50 === null ? "–" : `${p50.toFixed(0)} ms`, p95 === null ? "as validators measure it" : `p95 ${p95.toFixed(0)} ms`, { testid: "miner-p50" })}
+      ${card("Throughput", throughput === null ? "–" : `${throughput.toFixed(0)} tok/s`, "median of validators' last probes")}
+      ${card("Score", allRows.length ? Number(best("score")).toFixed(3) : "–", `median over ${allRows.length} validator report${allRows.length === 1 ? "" : "s"}`)}
+      ${card("Price", price ? amount(price.price_per_1k_tokens, { decimals: 6, trim: true }) : "–", "tokens per 1k tokens, as the gateway reads it")}
+      ${card("Served", served.length ? served.reduce((n, m) => n + Number(m.served || 0), 0).toLocaleString("en-US") : "–", served.length ? `${served.reduce((n, m) => n + Number(m.failed || 0), 0)} failed, through the gateway` : "no gateway data")}
+    </div>`;
+    if (asValidator.length && !allRows.length && !served.some((m) => m.healthy)) {
+      setHtml(slot, validatorPanel); // a validator, not a miner: no empty miner sections
+      return;
+    }
+    setHtml(
+      slot,
+      html`${validatorPanel}${panel(
+        "As a miner",
+        html`${cards}${measured.map(
+          ({ netuid, result, table }) => html`<h3 class="small">Validators' measurements on SN${netuid}</h3>${table || noMeasurements(result)}`,
+        )}`,
+        { id: "miner-panel", subtitle: "latency, throughput and verdicts measured by the subnet's validators; price and traffic from the gateway" },
+      )}
+      <div class="grid two">
+        ${panel("Recent receipts", receiptsTable(receipts, { showMiner: false }), { id: "miner-receipts-panel", subtitle: "answers it gave through the gateway, newest first" })}
+        ${panel("Disputes", disputesTable(disputes, { showMiner: false }), { id: "miner-disputes-panel", subtitle: "claims that it signed a wrong answer" })}
+      </div>`,
     );
   }
 

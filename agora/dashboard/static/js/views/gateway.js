@@ -2,13 +2,15 @@
 // started with --gateway): what it serves (GET /v1/gateway) and the miners it routes to with
 // what it measured (GET /v1/gateway/miners: latency, requests served and failed).
 //
-// Requests per second are derived here from the gateway's running counters (served + failed)
-// between two reads. Spend per API key is private to each key (GET /v1/usage needs the key), so
-// the dashboard does not show it.
+// Requests per second are derived here from the gateway's running counters between two reads:
+// its public aggregate figures (GET /v1/gateway/stats: answers by status, errors by code, spend
+// per key today by key id), or, from a gateway without them, the miners' served + failed.
+// What a key did call by call stays private to the key (GET /v1/usage needs the key).
 
 import { stackedArea } from "../charts.js";
 import { accountLink, html, int, subnetLink } from "../format.js";
-import { amount, card, empty, panel, placeholder, setHtml } from "../ui.js";
+import { amount, bar, card, empty, panel, placeholder, setHtml } from "../ui.js";
+import { readReceipts, receiptsTable } from "./work.js";
 
 const MAX_SAMPLES = 180;
 const traffic = []; // [{t: ms, total: requests so far}], oldest first
@@ -17,17 +19,23 @@ export async function readGateway(ctx) {
   const api = ctx.gatewayApi;
   if (!api) return { connected: false };
   try {
-    const [info, miners] = await Promise.all([api.get("gateway"), api.get("gateway/miners")]);
+    const [info, miners, stats] = await Promise.all([
+      api.get("gateway"),
+      api.get("gateway/miners"),
+      api.optional("gateway-stats", "gateway/stats"),
+    ]);
     const all = Object.entries(miners || {}).flatMap(([netuid, list]) =>
       (list || []).map((m) => ({ ...m, netuid: Number(netuid) })),
     );
-    const total = all.reduce((sum, m) => sum + Number(m.served || 0) + Number(m.failed || 0), 0);
+    const total = stats
+      ? Number(stats.requests.total)
+      : all.reduce((sum, m) => sum + Number(m.served || 0) + Number(m.failed || 0), 0);
     const now = Date.now();
     if (!traffic.length || now - traffic[traffic.length - 1].t > 500) {
       traffic.push({ t: now, total });
       if (traffic.length > MAX_SAMPLES) traffic.shift();
     }
-    return { connected: true, reachable: true, info, miners: all };
+    return { connected: true, reachable: true, info, miners: all, stats };
   } catch (error) {
     return { connected: true, reachable: false, error };
   }
@@ -76,13 +84,18 @@ function unreachable(ctx, gateway) {
 export function gatewaySummary(ctx, gateway, { link = true } = {}) {
   if (!gateway.connected) return noGateway();
   if (!gateway.reachable) return unreachable(ctx, gateway);
-  const healthy = gateway.miners.filter((m) => m.healthy).length;
+  const miners = gateway.miners.filter((m) => m.health_error !== "status validator"); // not validators' APIs
+  const healthy = miners.filter((m) => m.healthy).length;
   const recent = rates().slice(-5);
   const rps = recent.length ? recent.reduce((s, r) => s + r.rps, 0) / recent.length : null;
   const p50 = median(gateway.miners.map((m) => m.latency_ms));
+  const stats = gateway.stats;
+  const errors = stats ? Number(stats.requests.errors) : null;
   return html`<div class="cards compact">
-      ${card("Requests / s", rps === null ? "…" : rps.toFixed(2), "over the last reads")}
-      ${card("Miners", html`${healthy} <span class="muted">/ ${gateway.miners.length}</span>`, "healthy")}
+      ${card("Requests / s", html`<span data-testid="gateway-rps">${rps === null ? "…" : rps.toFixed(2)}</span>`, stats ? `${int(stats.requests.total)} since the gateway started` : "over the last reads")}
+      ${stats ? card("Errors", html`<span data-testid="gateway-errors">${int(errors)}</span>`, stats.requests.total ? `${((100 * errors) / Number(stats.requests.total)).toFixed(1)}% of answers` : "no requests yet") : ""}
+      ${stats ? card("Spent today", amount(stats.spend_today.total, { decimals: 4 }), `by ${int(stats.spend_today.keys.length + stats.spend_today.more_keys)} key(s)`) : ""}
+      ${card("Miners", html`${healthy} <span class="muted">/ ${miners.length}</span>`, "healthy")}
       ${card("Latency", p50 === null ? "–" : `${p50.toFixed(0)} ms`, "median of the miners")}
       ${card("Models", int((gateway.info.models || []).length), "served")}
     </div>
@@ -106,7 +119,11 @@ function minersTable(miners, { showSubnet = true } = {}) {
       (m) => html`<tr>
         ${showSubnet ? html`<td>${subnetLink(m.netuid)}</td>` : ""}
         <td class="n"><b>${m.uid}</b></td><td>${accountLink(m.hotkey)}</td>
-        <td>${m.healthy ? html`<span class="chip chip-v">healthy</span>` : html`<span class="chip chip-bad" title="${m.health_error || ""}">down</span>`}</td>
+        <td>${m.healthy
+          ? html`<span class="chip chip-v">healthy</span>`
+          : m.health_error === "status validator"
+            ? html`<span class="chip" title="this endpoint is a validator's public API, not a miner">validator</span>`
+            : html`<span class="chip chip-bad" title="${m.health_error || ""}">down</span>`}</td>
         <td class="n">${latency(m.latency_ms)}</td><td class="n">${int(m.in_flight)}</td>
         <td class="n">${int(m.served)}</td><td class="n">${int(m.failed)}</td>
         <td class="n">${m.price_per_1k_tokens === null || m.price_per_1k_tokens === undefined ? "–" : amount(m.price_per_1k_tokens, { decimals: 6, trim: true })}</td>
@@ -128,11 +145,20 @@ export class GatewayView {
           ${panel("What it serves", html`<div id="gateway-models"></div>`, { id: "gateway-models-panel" })}
         </div>
         ${panel("Miners", html`<div id="gateway-miner-list"></div>`, { id: "gateway-miners-panel", subtitle: "as the gateway measures them" })}
-        ${panel(
-          "Spend per API key",
-          placeholder("¤", "Private to each key", "What a key spent is shown to its holder (GET /v1/usage with the key), not to the public."),
-          { id: "gateway-spend" },
-        )}`,
+        <div class="grid two">
+          ${panel("Spend per API key", html`<div id="gateway-spend-body">${empty("Loading…")}</div>`, {
+            id: "gateway-spend",
+            subtitle: "today, by key id (the key's public name); call by call it is private to the key",
+          })}
+          ${panel("Errors", html`<div id="gateway-errors-body">${empty("Loading…")}</div>`, {
+            id: "gateway-errors",
+            subtitle: "answers the gateway refused or could not serve, by code, since it started",
+          })}
+        </div>
+        ${panel("Recent receipts", html`<div id="gateway-receipts">${empty("Loading…")}</div>`, {
+          id: "gateway-receipts-panel",
+          subtitle: "every answer carries the miner's signed receipt; click one to check it",
+        })}`,
     );
   }
 
@@ -162,11 +188,14 @@ export class GatewayView {
         },
       );
     }
+    setHtml(this.element.querySelector("#gateway-receipts"), receiptsTable(await readReceipts(this.ctx, { limit: 20 })));
     if (!gateway.reachable) {
-      setHtml(this.element.querySelector("#gateway-models"), empty("No data."));
-      setHtml(this.element.querySelector("#gateway-miner-list"), empty("No data."));
+      for (const id of ["#gateway-models", "#gateway-miner-list", "#gateway-spend-body", "#gateway-errors-body"]) {
+        setHtml(this.element.querySelector(id), empty("No data."));
+      }
       return;
     }
+    this.renderStats(gateway.stats);
     const info = gateway.info;
     setHtml(
       this.element.querySelector("#gateway-models"),
@@ -183,6 +212,43 @@ export class GatewayView {
     setHtml(
       this.element.querySelector("#gateway-miner-list"),
       gateway.miners.length ? minersTable(gateway.miners) : empty("The gateway routes to no miner yet."),
+    );
+  }
+
+  renderStats(stats) {
+    const spend = this.element.querySelector("#gateway-spend-body");
+    const errors = this.element.querySelector("#gateway-errors-body");
+    if (!stats) {
+      const why = "This gateway publishes no aggregate figures (GET /v1/gateway/stats).";
+      setHtml(spend, placeholder("¤", "Not available", why, ""));
+      setHtml(errors, placeholder("!", "Not available", why, ""));
+      return;
+    }
+    const keys = stats.spend_today.keys;
+    const top = keys.length ? Number(keys[0].spent) : 0;
+    setHtml(
+      spend,
+      keys.length
+        ? html`<div class="table-scroll"><table class="data" id="gateway-spend-table">
+          <thead><tr><th>Key</th><th class="n">Spent today</th><th class="n">Share</th></tr></thead>
+          <tbody>${keys.map(
+            (k) => html`<tr><td class="mono">${k.key_id}</td><td class="n">${amount(k.spent, { decimals: 6, trim: true })}</td>
+              <td class="n">${bar(top ? Number(k.spent) / top : 0, `${((100 * Number(k.spent)) / Math.max(1, Number(stats.spend_today.total))).toFixed(1)}%`)}</td></tr>`,
+          )}</tbody></table></div>
+          ${stats.spend_today.more_keys ? html`<div class="muted small">and ${int(stats.spend_today.more_keys)} more keys</div>` : ""}`
+        : empty("No key has spent anything today."),
+    );
+    const codes = Object.entries(stats.errors || {});
+    setHtml(
+      errors,
+      html`<div class="muted small">${Object.entries(stats.by_status).map(
+        ([status, n], i) => html`${i ? " · " : ""}<span class="${Number(status) >= 400 ? "chip chip-bad" : "chip chip-v"}">${status}</span> ${int(n)}`,
+      )}</div>
+      ${codes.length
+        ? html`<div class="table-scroll"><table class="data" id="gateway-error-table">
+          <thead><tr><th>Code</th><th class="n">Answers</th></tr></thead>
+          <tbody>${codes.map(([code, n]) => html`<tr><td class="mono">${code}</td><td class="n">${int(n)}</td></tr>`)}</tbody></table></div>`
+        : empty("No errors since the gateway started.")}`,
     );
   }
 }

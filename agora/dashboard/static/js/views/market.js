@@ -3,7 +3,7 @@
 // page works against either.
 
 import { accountLink, blockLink, html, int, tokens } from "../format.js";
-import { amount, card, empty, panel, placeholder, setHtml } from "../ui.js";
+import { amount, bar, card, empty, panel, placeholder, setHtml } from "../ui.js";
 
 // {available: false} when the node has no market routes; else providers, open orders and
 // open leases.
@@ -14,10 +14,15 @@ export async function readMarket(api) {
     api.get("market/orders?status=open"),
     api.get("market/leases?status=open"),
   ]);
+  // Bids of the open orders that have some (GET /v1/market/orders/{id}: cheapest first).
+  const open = orders.orders || [];
+  const detailed = await Promise.all(
+    open.slice(0, 20).map((o) => ((o.bids || []).length ? api.get(`market/orders/${o.id}`).catch(() => o) : o)),
+  );
   return {
     available: true,
     providers: providers.providers || [],
-    orders: orders.orders || [],
+    orders: [...detailed, ...open.slice(20)],
     leases: leases.leases || [],
   };
 }
@@ -35,6 +40,26 @@ function perBlock(units, blockTime) {
   return html`<span class="num" title="${tokens(units, { decimals: 9, trim: true })} tokens a block">${tokens(units)}</span>${
     hourly !== null ? html` <span class="muted small">≈ ${tokens(hourly, { decimals: 2 })}/h</span>` : ""
   }`;
+}
+
+// The cheapest open bid on an order (reverse auction: the tenant takes the lowest), with its
+// provider (from the order's detail, which lists its bids).
+function bestBid(order, blockTime) {
+  const bids = (order.bid_details || []).filter((b) => b.status === "open");
+  if (!bids.length) return html`<span class="muted">–</span>`;
+  const best = bids.reduce((a, b) => (BigInt(b.price) < BigInt(a.price) ? b : a));
+  return html`${perBlock(best.price, blockTime)} <span class="muted small">by</span> ${accountLink(best.provider)} <span class="muted small">bid ${best.id}</span>`;
+}
+
+// What is left of a lease's escrow, as a bar that drains block by block, and when it runs dry.
+function escrowLeft(lease) {
+  const paid = Number(lease.paid || 0);
+  const left = Number(lease.remaining || 0);
+  const price = Number(lease.price || 0);
+  const blocks = price > 0 ? Math.floor(left / price) : null;
+  return html`${bar(paid + left > 0 ? left / (paid + left) : 0, tokens(lease.remaining))}<div class="muted small" data-testid="escrow-blocks">${
+    blocks === null ? "" : blocks === 0 ? "runs dry now" : html`${int(blocks)} block${blocks === 1 ? "" : "s"} to go`
+  }</div>`;
 }
 
 export function noMarket() {
@@ -104,12 +129,12 @@ export class MarketView {
         market.orders.length
           ? html`<div class="table-scroll"><table class="data" id="market-orders">
             <thead><tr><th class="n">Order</th><th>Tenant</th><th>Needs</th><th class="n">Count</th>
-            <th class="n">Max price / block</th><th class="n">Bids</th><th class="n">Matching</th><th>Since</th></tr></thead>
+            <th class="n">Max price / block</th><th class="n">Bids</th><th>Best bid</th><th class="n">Matching</th><th>Since</th></tr></thead>
             <tbody>${market.orders.map(
               (o) => html`<tr>
                 <td class="n"><b>${o.id}</b></td><td>${accountLink(o.tenant)}</td><td>${hardware(o.need)}</td>
                 <td class="n">${int(o.count)}</td><td class="n">${perBlock(o.max_price, blockTime)}</td>
-                <td class="n">${int((o.bids || []).length)}</td><td class="n">${int(o.matching_providers)}</td>
+                <td class="n">${int((o.bids || []).length)}</td><td>${bestBid(o, blockTime)}</td><td class="n">${int(o.matching_providers)}</td>
                 <td>${blockLink(o.created_at)}</td>
               </tr>`,
             )}</tbody></table></div>`
@@ -121,12 +146,12 @@ export class MarketView {
         market.leases.length
           ? html`<div class="table-scroll"><table class="data" id="market-leases">
             <thead><tr><th class="n">Lease</th><th>Tenant</th><th>Provider</th><th>Hardware</th>
-            <th class="n">Price / block</th><th class="n">Paid</th><th class="n">Escrow left</th><th>Until</th></tr></thead>
+            <th class="n">Price / block</th><th class="n">Paid</th><th class="n" title="escrow left, draining every block">Escrow left</th><th>Until</th></tr></thead>
             <tbody>${market.leases.map(
               (l) => html`<tr>
                 <td class="n"><b>${l.id}</b></td><td>${accountLink(l.tenant)}</td><td>${accountLink(l.provider)}</td>
                 <td>${hardware(l.hardware)}</td><td class="n">${perBlock(l.price, blockTime)}</td>
-                <td class="n">${amount(l.paid)}</td><td class="n">${amount(l.remaining)}</td>
+                <td class="n">${amount(l.paid)}</td><td class="n">${escrowLeft(l)}</td>
                 <td>${blockLink(l.expires_at)}</td>
               </tr>`,
             )}</tbody></table></div>`

@@ -27,7 +27,8 @@ export class NotFoundView {
       element,
       html`<div class="page-head"><div><h1>Nothing here</h1></div></div>
         ${empty(html`Try the <a href="#/">overview</a>, a block (<code>#/block/1</code>), an account
-        (<code>#/account/&lt;address&gt;</code>) or a subnet (<code>#/subnet/1</code>).`)}`,
+        (<code>#/account/&lt;address&gt;</code>), a subnet (<code>#/subnet/1</code>), a receipt
+        (<code>#/receipt/&lt;hash&gt;</code>) or a dispute (<code>#/dispute/1</code>).`)}`,
     );
   }
 

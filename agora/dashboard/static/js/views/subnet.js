@@ -1,9 +1,12 @@
 // One subnet: its figures, the metagraph as a sortable table, the weight (or bond) matrix as a
 // heat map, and emission over time.
 //
-// The API gives only the last epoch's emission, so the page keeps a history itself: each
-// metagraph read after a new epoch adds a point, kept in localStorage per chain and subnet (it
-// survives reloads; it starts empty on a new browser).
+// Emission history comes from the node (GET /v1/subnets/{n}/emissions: every epoch's payout per
+// uid). Against an older node without that route, the page keeps a history itself: each
+// metagraph read after a new epoch adds a point, kept in localStorage per chain and subnet.
+//
+// Validators' measurements (latency p50/p95, throughput, scores) come from the public APIs
+// validators announce in the metagraph, read through the dashboard's /validators/{netuid}.
 
 import { OTHERS_COLOR, PALETTE, heatScaleCss, heatmap, stackedArea } from "../charts.js";
 import {
@@ -29,6 +32,7 @@ import {
   setHtml,
 } from "../ui.js";
 import { minerPerformance, readGateway } from "./gateway.js";
+import { measurementsTable, noMeasurements, readValidators, readReceipts, receiptsTable } from "./work.js";
 
 const MAX_HISTORY = 240;
 const TOP_SERIES = 8;
@@ -100,6 +104,15 @@ export function emissionSeries(history) {
     });
   }
   return series.reverse(); // biggest on top of the stack
+}
+
+// The node's epoch history in the page's own format, oldest first.
+export function historyFromNode(data) {
+  return (data.epochs || []).map((e) => ({
+    block: e.block,
+    emission: Object.fromEntries(e.uids.map((u) => [u.uid, Number(u.emission)])),
+    hotkeys: Object.fromEntries(e.uids.map((u) => [u.uid, u.hotkey])),
+  }));
 }
 
 // -- the metagraph table ------------------------------------------------------------------------
@@ -218,12 +231,20 @@ export class SubnetView {
           ${panel(
             "Emission over time",
             html`<div class="chart" id="emission-chart"><canvas></canvas></div><div id="emission-legend"></div>`,
-            { id: "emission-panel", subtitle: "tokens per epoch and uid, recorded by this page as epochs pass" },
+            { id: "emission-panel", subtitle: html`<span id="emission-source">tokens per epoch and uid</span>` },
           )}
         </div>
+        ${panel("Validators' measurements", html`<div id="measurements">${empty("Loading…")}</div>`, {
+          id: "measurements-panel",
+          subtitle: "what each validator measured when it probed the miners: latency over its last probes, throughput, score",
+        })}
         ${panel("Miner performance", html`<div id="performance">${performancePlaceholder()}</div>`, {
           id: "performance-panel",
           subtitle: "latency and requests, as the gateway measures them",
+        })}
+        ${panel("Recent receipts", html`<div id="subnet-receipts">${empty("Loading…")}</div>`, {
+          id: "subnet-receipts-panel",
+          subtitle: "answers the gateway served on this subnet, each with the miner's signed receipt",
         })}
         ${panel("Hyperparameters", html`<div id="hyperparams"></div>`, { id: "hyperparams-panel" })}`,
     );
@@ -269,18 +290,34 @@ export class SubnetView {
     if (this.gone) return;
     this.subnet = subnet;
     this.metagraph = metagraph;
-    const genesis = state.status ? state.status.genesis_hash : "unknown";
-    if (this.history === null) this.history = loadHistory(genesis, this.netuid);
-    this.history = recordEpoch(this.history, genesis, subnet, metagraph);
+    const remote = await api.optional("emissions", `subnets/${this.netuid}/emissions?limit=${MAX_HISTORY}`);
+    if (remote) {
+      this.history = historyFromNode(remote);
+      this.historySource = "node";
+    } else {
+      const genesis = state.status ? state.status.genesis_hash : "unknown";
+      if (this.history === null || this.historySource === "node") this.history = loadHistory(genesis, this.netuid);
+      this.history = recordEpoch(this.history, genesis, subnet, metagraph);
+      this.historySource = "page";
+    }
     this.renderHead();
     this.renderTable();
     this.renderMatrix();
     this.renderEmission();
-    const gateway = await readGateway(this.ctx);
+    const [gateway, validators, receipts] = await Promise.all([
+      readGateway(this.ctx),
+      readValidators(this.netuid),
+      readReceipts(this.ctx, { netuid: this.netuid, limit: 10 }),
+    ]);
+    setHtml(
+      this.element.querySelector("#measurements"),
+      (validators.ok && measurementsTable(validators.validators, { netuid: this.netuid })) || noMeasurements(validators),
+    );
     setHtml(
       this.element.querySelector("#performance"),
       minerPerformance(gateway, this.netuid) || performancePlaceholder(gateway),
     );
+    setHtml(this.element.querySelector("#subnet-receipts"), receiptsTable(receipts));
   }
 
   renderHead() {
@@ -413,12 +450,18 @@ export class SubnetView {
     const canvas = this.element.querySelector("#emission-chart canvas");
     const legend = this.element.querySelector("#emission-legend");
     const history = this.history || [];
+    this.element.querySelector("#emission-source").textContent =
+      this.historySource === "node"
+        ? "tokens per epoch and uid, from the node's epoch history"
+        : "tokens per epoch and uid, recorded by this page as epochs pass (the node keeps no history)";
     if (!history.length) {
       canvas.hidden = true;
       setHtml(
         legend,
         empty(
-          `Waiting for the next epoch (every ${this.subnet.tempo + 1} blocks): the chart fills in as epochs pass while this page is open.`,
+          this.historySource === "node"
+            ? `No epoch yet: one runs every ${this.subnet.tempo + 1} blocks.`
+            : `Waiting for the next epoch (every ${this.subnet.tempo + 1} blocks): the chart fills in as epochs pass while this page is open.`,
         ),
       );
       return;
@@ -438,7 +481,7 @@ export class SubnetView {
         (s) =>
           html`<span class="legend-item"><span class="legend-key" style="background:${s.color}"></span>${s.name}</span>`,
       )}</div>
-      <div class="muted small">${history.length} epoch${history.length === 1 ? "" : "s"} recorded · last at ${blockLink(last.block)}</div>`,
+      <div class="muted small">${history.length} epoch${history.length === 1 ? "" : "s"} · last at ${blockLink(last.block)}</div>`,
     );
   }
 }
