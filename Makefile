@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: up test check lint bench clean browser
+.PHONY: up test check lint bench bench-verify clean browser
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ check: lint test
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Every adversary against every verification layer: the table in the README.
+bench-verify: $(STAMP)
+	$(PY) -m bench verify
 
 clean:
 	rm -rf $(VENV) .agora .pytest_cache .mypy_cache .ruff_cache

@@ -12,11 +12,12 @@ the same answers:
   first answer's receipt is verified (with httpx and ``verify_receipt``);
 - **in-process**: that many callers keep calling the same engine spec loaded in this process,
   behind the miner's own ``BatchedEngine`` settings and torch threads, with no network, no
-  signatures and no receipts.
+  signatures, no receipts and no token counting. Both report their mean batch, so that the
+  batching can be compared.
 
 Each cell runs the two ways in alternating rounds (``--rounds``), so a change in the machine's
 load during the run weighs on both alike. Reported: requests per second, p50 and p99 latency,
-the HTTP/in-process throughput ratio (the wire's cost), the miner's mean batch size, and CPU
+the HTTP/in-process throughput ratio (the wire's cost), the mean batch size of both, and CPU
 milliseconds per request by process (engine process, miner, load generator; in-process), which
 say where the time goes whatever else the machine is doing. The load generator shares the
 machine with the miner (2 cores on the build machine). Torch gets one thread in both (the
@@ -443,6 +444,14 @@ async def run(
                             work, url, hotkey, miner.pid, engine, seconds, warmup, rounds
                         )
                     finally:
+                        embed = work.name == "embed"
+                        sizes = (
+                            engine.embed_batcher if embed else engine.generate_batcher
+                        ).batch_sizes
+                        report.setdefault("in_process_batching", {})[work.name] = (
+                            f"mean batch {sum(sizes) / max(1, len(sizes)):.1f} requests in "
+                            f"{len(sizes)} model calls"
+                        )
                         await engine.close()
                 stopped = [line for line in log.read_text().splitlines() if "stopped after" in line]
                 report.setdefault("miner_batching", {})[work.name] = (
@@ -514,6 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(report))
     for name, line in report.get("miner_batching", {}).items():
         print(f"{name} miner: {line}")
+        print(f"{name} in-process: {report.get('in_process_batching', {}).get(name)}")
     print(
         f"(load average at start {load:.2f}; {os.cpu_count()} CPUs; "
         f"{report['total_seconds']} s in all)"

@@ -205,7 +205,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(n) for n in args.miners.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="agora-bench-validator-") as tmp:
@@ -224,7 +224,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cli() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The command line (also what ``python -m bench validator`` calls, with no arguments)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(MODELS), default="embed")
     parser.add_argument("--miners", default="64,256", help="comma-separated miner counts")
@@ -233,13 +234,22 @@ def cli() -> None:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.serve:
         ports = [int(p) for p in args.ports.split(",")]
         asyncio.run(serve_miners(args.serve, args.count, ports, args.data_dir))
         return
-    report = asyncio.run(main(args))
+    report = asyncio.run(run(args))
     print(table(report["rows"]))
+    rows = report["rows"]
+    if len(rows) > 1:  # the reference: a cost per probe that stays flat as the subnet grows
+        first, last = rows[0], rows[-1]
+        print(
+            f"CPU per probe: {first['cpu_s_per_probe'] * 1000:.2f} ms at {first['miners']} miners, "
+            f"{last['cpu_s_per_probe'] * 1000:.2f} ms at {last['miners']} "
+            f"(x{last['cpu_s_per_probe'] / first['cpu_s_per_probe']:.2f}; flat = linear cost); "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     existing: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
     existing[args.task] = report
@@ -248,4 +258,4 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    main()
