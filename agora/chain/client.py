@@ -61,6 +61,10 @@ class LedgerClient:
         else:
             self._http, self._owned = httpx.AsyncClient(base_url=node, timeout=timeout), True
         self.url = str(self._http.base_url).rstrip("/")
+        # Held from reading a signer's next nonce until the node holds the transaction: two
+        # tasks of one process signing with one key (a validator's weights and its disputes)
+        # would otherwise read the same nonce and one of them be refused with bad_nonce.
+        self.nonce_lock = asyncio.Lock()
 
     async def __aenter__(self) -> LedgerClient:
         return self
@@ -250,8 +254,13 @@ class LedgerClient:
         self, key: Keypair, kind: str, body: dict[str, Any], timeout: float
     ) -> TxInfo:
         chain_id = (await self.status()).chain_id
-        tx = sign_transaction(key, chain_id, kind, await self.next_nonce(key.address), body)
-        return await self.submit_and_wait(tx, timeout)
+        async with self.nonce_lock:
+            tx = sign_transaction(key, chain_id, kind, await self.next_nonce(key.address), body)
+            tx_hash = await self.submit(tx)
+        info = await self.wait_for_tx(tx_hash, timeout)
+        if info.status == "rejected":
+            raise TransactionRejected(info.code or "rejected", info.message or "", status=422)
+        return info
 
     # -- transactions -------------------------------------------------------------------------
 

@@ -45,17 +45,18 @@ async def transact(
     Raises:
         NodeUnreachable, TimeoutError (no block took it within a minute).
     """
-    nonce = await ledger.next_nonce(key.address)
-    tx = sign_transaction(key, chain_id, kind, nonce, body)
-    if tx_hook is not None:
-        tx_hook(tx.hash)
-    try:
-        tx_hash = await ledger.submit(tx)
-    except NodeUnreachable:
-        raise
-    except NodeError as error:
-        log.warning("%s refused by the node: %s: %s", kind, error.code, error.message)
-        return None
+    async with ledger.nonce_lock:  # shared with the client's own signing (disputes, votes)
+        nonce = await ledger.next_nonce(key.address)
+        tx = sign_transaction(key, chain_id, kind, nonce, body)
+        if tx_hook is not None:
+            tx_hook(tx.hash)
+        try:
+            tx_hash = await ledger.submit(tx)
+        except NodeUnreachable:
+            raise
+        except NodeError as error:
+            log.warning("%s refused by the node: %s: %s", kind, error.code, error.message)
+            return None
     info = await ledger.wait_for_tx(tx_hash, timeout=TX_TIMEOUT_S)
     if info.status != "included":
         log.warning("%s left out of the block: %s: %s", kind, info.code, info.message)
