@@ -355,7 +355,7 @@ export class SubnetView {
       keyValues(
         Object.entries(hp).map(([k, v]) => [
           k.replace(/_/g, " "),
-          html`<span class="mono">${/burn$/.test(k) ? `${tokens(v, { trim: true, decimals: 9 })} tokens` : String(v)}</span>`,
+          html`<span class="mono">${/(burn|deposit|_stake)$/.test(k) ? `${tokens(v, { trim: true, decimals: 9 })} tokens` : String(v)}</span>`,
         ]),
       ),
     );
