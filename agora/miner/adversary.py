@@ -157,6 +157,28 @@ class CheatEngine(Engine):
         await self.inner.close()
 
 
+class OneAnswerAtATime(CheatEngine):
+    """A cheat that makes up each generation on its own (from a cache, another miner ...):
+    subclasses write ``_answer``; a batch is answered one by one and a stream is one chunk."""
+
+    async def _answer(self, request: GenerateRequest) -> GenerateResult:
+        raise NotImplementedError
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return [await self._answer(r) for r in requests]
+
+    async def stream(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        yield _single_chunk(
+            await self._answer(GenerateRequest(prompt, max_tokens, temperature, seed))
+        )
+
+
 class WrongModel(CheatEngine):
     """Another model's answers under the honest model's id (see :func:`load_cheat_engine`)."""
 
@@ -204,7 +226,7 @@ class RandomAnswers(CheatEngine):
         return [float(-x) for x in self._rng.exponential(5.0, len(continuation_token_ids))]
 
 
-class LazyAnswers(CheatEngine):
+class LazyAnswers(OneAnswerAtATime):
     """Computes the first answer honestly and returns it for every later input."""
 
     def __init__(self, inner: Engine) -> None:
@@ -217,24 +239,10 @@ class LazyAnswers(CheatEngine):
             self._vector = (await self.inner.embed(list(texts)[:1]))[0]
         return [list(self._vector) for _ in texts]
 
-    async def _cached(self, request: GenerateRequest) -> GenerateResult:
+    async def _answer(self, request: GenerateRequest) -> GenerateResult:
         if self._result is None:
             self._result = (await self.inner.generate_batch([request]))[0]
         return await self._reuse(self._result, request)
-
-    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return [await self._cached(r) for r in requests]
-
-    async def stream(
-        self,
-        prompt: str,
-        max_tokens: int = 64,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> AsyncIterator[TokenChunk]:
-        yield _single_chunk(
-            await self._cached(GenerateRequest(prompt, max_tokens, temperature, seed))
-        )
 
 
 class SlowAnswers(CheatEngine):
@@ -284,7 +292,7 @@ def _single_chunk(result: GenerateResult) -> TokenChunk:
     )
 
 
-class CachedAnswers(CheatEngine):
+class CachedAnswers(OneAnswerAtATime):
     """A semantic cache: a prompt (or text) whose character trigrams overlap an earlier one's by
     at least :data:`CACHE_MIN_SIMILARITY` (Jaccard) gets the earlier one's answer, cut to the
     request's ``max_tokens``; anything else is computed honestly and cached."""
@@ -330,20 +338,6 @@ class CachedAnswers(CheatEngine):
             return replace(result, model_id=self.model_id)
         self.hits += 1
         return await self._reuse(hit, request)
-
-    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return [await self._answer(r) for r in requests]
-
-    async def stream(
-        self,
-        prompt: str,
-        max_tokens: int = 64,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> AsyncIterator[TokenChunk]:
-        yield _single_chunk(
-            await self._answer(GenerateRequest(prompt, max_tokens, temperature, seed))
-        )
 
 
 class TruncatedAnswers(CheatEngine):
@@ -417,7 +411,7 @@ class TruncatedAnswers(CheatEngine):
         return results
 
 
-class CopiedAnswers(CheatEngine):
+class CopiedAnswers(OneAnswerAtATime):
     """Answers each request with another request's answer: honest answers of the model to
     :data:`COPY_PROMPTS` (as a copier would have seen another miner give them), in turn. They
     are real outputs of the right model, so only a check against the request's own prompt (or a
@@ -451,20 +445,6 @@ class CopiedAnswers(CheatEngine):
             prompt_tokens=await self.inner.count_tokens(request.prompt),
             seed=request.resolved_seed(),
             model_id=self.model_id,
-        )
-
-    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return [await self._answer(r) for r in requests]
-
-    async def stream(
-        self,
-        prompt: str,
-        max_tokens: int = 64,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> AsyncIterator[TokenChunk]:
-        yield _single_chunk(
-            await self._answer(GenerateRequest(prompt, max_tokens, temperature, seed))
         )
 
 
