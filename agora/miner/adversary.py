@@ -89,7 +89,6 @@ CHEAT_MODES = (
 )
 TAMPER_MODES = {"perturb-1": "perturb-1", "perturb-5": "perturb-5", "int8": "int8", "int4": "int4"}
 ORGANIC_ONLY = "organic-only"
-SMALLER_MODEL_LAYERS = 3
 CACHE_MIN_SIMILARITY = 0.5
 COPY_PROMPTS = (
     "The weather in the mountains changes quickly in spring.",
@@ -100,6 +99,13 @@ COPY_PROMPTS = (
 SLOW_REQUEST_S = 0.5
 SLOW_TOKEN_S = 0.025
 WRONG_MODEL_LAYERS = 2
+SMALLER_MODEL_LAYERS = 3
+#: cheat mode -> (tiny variant served instead of generate:tiny, layers kept of an embedding
+#: model, what the error calls it when the spec has none)
+IMPOSTORS = {
+    "wrong-model": ("tiny-bad", WRONG_MODEL_LAYERS, "impostor"),
+    "smaller-model": ("tiny-small", SMALLER_MODEL_LAYERS, "smaller model"),
+}
 
 
 class CheatEngine(Engine):
@@ -506,10 +512,8 @@ async def load_cheat_engine(
         raise MinerConfigError(f"unknown --cheat mode {mode!r}; choose one of {CHEAT_MODES}")
     if mode == ORGANIC_ONLY:
         mode = organic_cheat_mode(spec)
-    if mode == "wrong-model":
-        return await _wrong_model(spec, Path(data_dir), ray)
-    if mode == "smaller-model":
-        return await _smaller_model(spec, Path(data_dir), ray)
+    if mode in IMPOSTORS:
+        return await _impostor(mode, spec, Path(data_dir), ray)
     if mode in TAMPER_MODES:
         return await _tampered(TAMPER_MODES[mode], spec, Path(data_dir), ray)
     honest = await load_engine(spec, data_dir, ray=ray)
@@ -524,28 +528,27 @@ async def load_cheat_engine(
     return cheats[mode](honest)
 
 
-async def _smaller_model(spec: str, data_dir: Path, ray: str | None) -> Engine:
-    from agora.models.tiny import VARIANTS, ensure_tiny_model
+async def _impostor(mode: str, spec: str, data_dir: Path, ray: str | None) -> Engine:
+    """A model other than ``spec`` that claims ``spec``'s id: for generate:tiny another tiny
+    variant (``tiny-bad`` for wrong-model, the 1-layer ``tiny-small`` for smaller-model); for an
+    embedding model the same model cut to its first few transformer layers."""
+    from agora.models.tiny import ensure_tiny_model
 
+    variant, layers, noun = IMPOSTORS[mode]
     parsed = parse_spec(spec)
     if parsed.kind == "generate" and parsed.target == "tiny":
-        if "tiny-small" not in VARIANTS:
-            raise MinerConfigError(
-                "--cheat smaller-model needs the tiny-small variant (agora.models.tiny), which "
-                "this build does not have"
-            )
         honest_path = await asyncio.to_thread(ensure_tiny_model, data_dir, "tiny")
         digest = await asyncio.to_thread(model_hash, honest_path)
-        small_path = await asyncio.to_thread(ensure_tiny_model, data_dir, "tiny-small")
-        impostor = await load_engine(f"generate:{small_path}", data_dir, ray=ray)
+        impostor_path = await asyncio.to_thread(ensure_tiny_model, data_dir, variant)
+        impostor = await load_engine(replace(parsed, target=str(impostor_path)), data_dir, ray=ray)
         return WrongModel(impostor, make_model_id("generate", "tiny", digest), digest)
     if parsed.kind == "embed" and ray is None and "ray" not in parsed.options:
         engine = await load_engine(parsed, data_dir)
-        _drop_layers(engine, SMALLER_MODEL_LAYERS)
+        _drop_layers(engine, layers)
         return WrongModel(engine)
     raise MinerConfigError(
-        f"--cheat smaller-model has no smaller model for {spec!r}: use generate:tiny or an "
-        "embed: model (not through Ray)"
+        f"--cheat {mode} has no {noun} for {spec!r}: use generate:tiny or an embed: "
+        "model (not through Ray)"
     )
 
 
@@ -572,22 +575,3 @@ async def _tampered(kind: str, spec: str, data_dir: Path, ray: str | None) -> En
     except tamper.TamperError as error:
         raise MinerConfigError(f"--cheat {kind}: {error}") from None
     return CheatEngine(engine)
-
-
-async def _wrong_model(spec: str, data_dir: Path, ray: str | None) -> Engine:
-    from agora.models.tiny import ensure_tiny_model
-
-    parsed = parse_spec(spec)
-    if parsed.kind == "generate" and parsed.target == "tiny":
-        honest_path = await asyncio.to_thread(ensure_tiny_model, data_dir, "tiny")
-        digest = await asyncio.to_thread(model_hash, honest_path)
-        impostor = await load_engine(replace(parsed, target="tiny-bad"), data_dir, ray=ray)
-        return WrongModel(impostor, make_model_id("generate", "tiny", digest), digest)
-    if parsed.kind == "embed" and ray is None and "ray" not in parsed.options:
-        engine = await load_engine(parsed, data_dir)
-        _drop_layers(engine, WRONG_MODEL_LAYERS)
-        return WrongModel(engine)
-    raise MinerConfigError(
-        f"--cheat wrong-model has no impostor for {spec!r}: use generate:tiny or an embed: "
-        "model (not through Ray)"
-    )
