@@ -123,14 +123,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     network = Net(tmp)
     started = time.monotonic()
     try:
-        port = free_port()
-        network.node = f"http://127.0.0.1:{port}"
-        node = network.spawn(
-            "node",
-            ["-m", "agora.chain", "start", "--dev", "--data-dir", str(tmp / "node"),
-             "--port", str(port), "--block-time", "1"],
-        )  # fmt: skip
-        wait_until_ready(network.node + "/v1/status", 30, node)
+        network.start_node()
         alice, faucet = Keypair.from_name("alice"), Keypair.from_name("faucet")
         changes = {"audit_rate_ppm": AUDIT_RATE_PPM}
         setup: list[tuple[Keypair, str, dict[str, Any]]] = [

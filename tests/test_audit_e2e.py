@@ -78,6 +78,17 @@ class Net:
         self.procs[name] = proc
         return proc
 
+    def start_node(self) -> None:
+        """A dev ledger node with 1 s blocks, data under ``tmp/node``; returns once it answers."""
+        port = free_port()
+        self.node = f"http://127.0.0.1:{port}"
+        node = self.spawn(
+            "node",
+            ["-m", "agora.chain", "start", "--dev", "--data-dir", str(self.tmp / "node"),
+             "--port", str(port), "--block-time", "1"],
+        )  # fmt: skip
+        wait_until_ready(self.node + "/v1/status", 30, node)
+
     def logs(self) -> str:
         return "\n".join(
             f"----- {name} -----\n" + (self.tmp / f"{name}.log").read_text(errors="replace")[-6000:]
@@ -148,14 +159,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     network = Net(tmp)
     started = time.monotonic()
     try:
-        port = free_port()
-        network.node = f"http://127.0.0.1:{port}"
-        node = network.spawn(
-            "node",
-            ["-m", "agora.chain", "start", "--dev", "--data-dir", str(tmp / "node"),
-             "--port", str(port), "--block-time", "1"],
-        )  # fmt: skip
-        wait_until_ready(network.node + "/v1/status", 30, node)
+        network.start_node()
         alice = Keypair.from_name("alice")
         changes = {"audit_rate_ppm": AUDIT_RATE_PPM}
         network.send_many(
