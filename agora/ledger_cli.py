@@ -455,35 +455,4 @@ def dev_fund(
     send(node, Keypair.from_name("faucet"), "transfer", body, wait)
 
 
-def status(node: NodeOption = DEFAULT_URL) -> None:
-    """One screen about the network: chain, height, issuance, subnets.
-
-    agora status
-    """
-
-    async def fetch() -> Any:
-        async with LedgerClient(node) as client:
-            return await client.status(), await client.subnets()
-
-    with friendly_errors():
-        info, subnets = asyncio.run(fetch())
-    table = Table(title=f"Agora network {info.chain_id} ({node})", show_header=False)
-    table.add_row("role", info.role)
-    table.add_row("height", f"{info.height}  (block every {info.block_time:g}s)")
-    table.add_row("head", info.head_hash)
-    table.add_row("total issuance", format_amount(info.total_issuance))
-    table.add_row("burned", format_amount(info.total_burned))
-    table.add_row("block reward", format_amount(info.block_reward))
-    if info.next_halving_at is not None:
-        table.add_row("next halving at issuance", format_amount(info.next_halving_at))
-    table.add_row("mempool", str(info.mempool_size))
-    for s in subnets:
-        table.add_row(
-            f"subnet {s.netuid}",
-            f"{s.neurons}/{s.max_uids} neurons, tempo {s.tempo}, "
-            f"burn {format_amount(s.registration_burn)}",
-        )
-    console.print(table)
-
-
 account_app.command("balance", hidden=True)(account_show)
