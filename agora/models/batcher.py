@@ -1,16 +1,16 @@
 """Dynamic batching: many concurrent requests, one model call.
 
-`DynamicBatcher` collects items submitted by concurrent callers for up to ``max_wait_ms``
-(or until ``max_batch_size`` worth of them are waiting), runs one batched call, and resolves
-each caller's future with its own result. Requests that queued up while a batch was running
-are taken at once when it ends, and the window, counted from the first of them, then keeps the
-batch open for callers still coming back. That wait pays: a model call has a large fixed cost
-(MiniLM on one CPU thread: ~12 ms, plus ~3 ms a sentence), and over HTTP the callers of the
-last batch come back one by one as their answers are signed and sent. Taking only the requests
-already queued (or deciding batches in the miner's engine process, where they are decided
-sooner) split 32 HTTP clients into batches of ~15 instead of ~25 and lowered the miner's
-throughput relative to in-process from 76-80 % to 56-70 % (``bench/bench_miner.py``, the two
-designs measured one after the other on the same machine).
+`DynamicBatcher` collects items submitted by concurrent callers until the first of them has
+waited ``max_wait_ms`` (or until ``max_batch_size`` worth of them are waiting), runs one batched
+call, and resolves each caller's future with its own result. The window counts from the first
+request's arrival, as Triton's queue delay does: requests that queued up while a batch was
+running go to the engine the moment it ends, before the finished batch's answers are signed and
+sent. Counting it from when the batcher took them instead left the engine idle 13-40 ms
+between batches while the miner's event loop sent answers (the window's timer waits behind
+that work), and the miner gave 70-72% of in-process throughput for 32 embedding clients; from
+arrival it gave 88-91%, with 1 ms between batches (``bench/bench_miner.py``, same machine,
+quiet). Engines that batch continuously (``Engine.continuous_batching``: the transformers
+engine, vLLM) get their generation requests directly.
 
 `BatchedEngine` puts one batcher in front of an engine's `embed` and another in front of its
 `generate`, and is itself an `Engine`; the miner serves through it. Answers are the ones the
@@ -34,6 +34,8 @@ from agora.models.errors import EngineClosed, InvalidRequest, ModelError
 
 T = TypeVar("T")
 R = TypeVar("R")
+#: a queued request: the item, its caller's future, and when it was queued (the loop's clock)
+_Entry = tuple[T, asyncio.Future[R], float]
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -59,8 +61,9 @@ class DynamicBatcher(Generic[T, R]):
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self._weight = weight or (lambda _item: 1)
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
-        self._carry: tuple[T, asyncio.Future[R]] | None = None
+        # entries are (item, its caller's future, when it was queued on the loop's clock)
+        self._queue: asyncio.Queue[_Entry[T, R]] = asyncio.Queue()
+        self._carry: _Entry[T, R] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         #: sizes of the batches run so far, for tests and benchmarks
@@ -75,7 +78,7 @@ class DynamicBatcher(Generic[T, R]):
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._loop(), name="agora-batcher")
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.put_nowait((item, future))
+        self._queue.put_nowait((item, future, loop.time()))
         return await future
 
     async def aclose(self) -> None:
@@ -89,11 +92,11 @@ class DynamicBatcher(Generic[T, R]):
         self._carry = None
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
-        for _item, future in pending:
+        for _item, future, _queued in pending:
             if not future.done():
                 future.set_exception(EngineClosed("the batcher was closed"))
 
-    async def _next(self, timeout: float | None) -> tuple[T, asyncio.Future[R]] | None:
+    async def _next(self, timeout: float | None) -> _Entry[T, R] | None:
         if self._carry is not None:
             entry, self._carry = self._carry, None
             return entry
@@ -112,9 +115,9 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         first = await self._next(None)
         assert first is not None
-        batch = [first]
+        batch = [first[:2]]
         size = self._weight(first[0])
-        deadline = loop.time() + self.max_wait
+        deadline = first[2] + self.max_wait
         while size < self.max_batch_size:
             entry = await self._next(deadline - loop.time())
             if entry is None:
@@ -123,7 +126,7 @@ class DynamicBatcher(Generic[T, R]):
             if size + weight > self.max_batch_size:
                 self._carry = entry
                 break
-            batch.append(entry)
+            batch.append(entry[:2])
             size += weight
         return batch
 
@@ -185,6 +188,7 @@ class BatchedEngine(Engine):
         self.task = engine.task
         self.context_length = engine.context_length
         self.engine_name = engine.engine_name
+        self.continuous_batching = engine.continuous_batching
         self.dimension = getattr(engine, "dimension", None)
         self.embed_batcher: DynamicBatcher[list[str], list[list[float]]] = DynamicBatcher(
             self._embed_many, max_batch_size=max_embed_texts, max_wait_ms=max_wait_ms, weight=len
@@ -216,12 +220,12 @@ class BatchedEngine(Engine):
         seed: int | None = None,
     ) -> GenerateResult:
         request = GenerateRequest(prompt, max_tokens, temperature, seed)
-        if self.task != "generate":
+        if self.task != "generate" or self.engine.continuous_batching:
             return await self.engine.generate(prompt, max_tokens, temperature, seed)
         return await self.generate_batcher.submit(request)
 
     async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        if self.task != "generate":
+        if self.task != "generate" or self.engine.continuous_batching:
             return await self.engine.generate_batch(requests)
         return list(await asyncio.gather(*(self.generate_batcher.submit(r) for r in requests)))
 
