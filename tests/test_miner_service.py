@@ -368,15 +368,12 @@ async def test_concurrent_embeddings_are_batched_and_equal_one_at_a_time(
 
 
 @pytest.mark.anyio
-async def test_concurrent_generations_are_batched_and_equal_one_at_a_time(
-    generate_miner: Running,
-) -> None:
-    batcher = generate_miner.miner.engine.generate_batcher  # type: ignore[attr-defined]
+async def test_concurrent_generations_equal_one_at_a_time(generate_miner: Running) -> None:
+    # The transformers engine decodes concurrent requests in shared steps in the miner's engine
+    # process (continuous batching; that they share steps is tested in test_models_batcher).
     async with client(generate_miner) as miner:
         alone = [(await miner.generate(p, max_tokens=16))[0] for p in PROMPTS]
-        before = len(batcher.batch_sizes)
         together = await asyncio.gather(*(miner.generate(p, max_tokens=16) for p in PROMPTS))
-    assert max(batcher.batch_sizes[before:]) > 1, "the concurrent requests were not batched"
     for single, (batched, _) in zip(alone, together, strict=True):
         assert batched.token_ids == single.token_ids
         assert batched.text == single.text

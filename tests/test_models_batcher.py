@@ -222,8 +222,10 @@ async def test_batched_generation_equals_unbatched(tiny: Engine) -> None:
     )
     assert [r.token_ids for r in results] == [e[0].token_ids for e in expected]
     assert [r.seed for r in results] == [e[0].seed for e in expected]
-    assert max(batched.generate_batcher.batch_sizes) > 1
-    assert max(batched.generate_batcher.batch_sizes) <= 6
+    # the transformers engine batches continuously: the requests shared decoding steps there,
+    # and nothing waited in the batcher in front of it
+    assert tiny.continuous_batching and max(tiny._decoder.step_rows) > 1  # type: ignore[attr-defined]
+    assert batched.generate_batcher.batch_sizes == []
     # a bad request among good ones fails alone
     mixed = await asyncio.gather(
         batched.generate("hello", 4), batched.generate("x" * 600, 4), return_exceptions=True

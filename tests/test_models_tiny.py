@@ -229,10 +229,11 @@ async def test_model_work_does_not_block_the_event_loop(tiny: CausalLMEngine) ->
 
 async def test_closed_engine_refuses_work(data_dir: Path) -> None:
     engine = await CausalLMEngine.load(ensure_tiny_model(data_dir), name="tiny")
+    engine._decoder.max_rows = 1  # one place in the batch: the first runs, the second waits
     running = asyncio.create_task(engine.generate("hello", 300))
     queued = asyncio.create_task(engine.generate("hello", 5))
-    for _ in range(3):  # let both reach the worker: the first runs, the second waits
-        await asyncio.sleep(0)
+    while not engine._decoder.step_rows:  # the first is being decoded
+        await asyncio.sleep(0.001)
     await engine.close()
     assert (await running).completion_tokens > 0  # the call in progress finishes
     with pytest.raises(EngineClosed):

@@ -132,6 +132,7 @@ class ProcessEngine(Engine):
         self.context_length = info["context_length"]
         self.engine_name = f"{info['engine']} (engine process {process.pid})"
         self.dimension = info["dimension"]
+        self.continuous_batching = info["continuous_batching"]
         self._next_id = 0
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
@@ -241,6 +242,19 @@ class ProcessEngine(Engine):
         result: list[list[float]] = await self._call("embed", list(texts))
         return result
 
+    async def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> GenerateResult:
+        """One request, one message: an engine that batches continuously answers each as soon
+        as it is done, instead of with the slowest of a batch."""
+        request = GenerateRequest(prompt, max_tokens, temperature, seed)
+        result: GenerateResult = await self._call("generate", request)
+        return result
+
     async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         result: list[GenerateResult] = await self._call("generate_batch", list(requests))
         return result
@@ -328,6 +342,11 @@ class _Host:
                 return
             if method == "count_tokens_many":
                 result: Any = list(await asyncio.gather(*(engine.count_tokens(t) for t in args[0])))
+            elif method == "generate":
+                request = args[0]
+                result = await engine.generate(
+                    request.prompt, request.max_tokens, request.temperature, request.seed
+                )
             elif method in ("embed", "generate_batch", "score", "classify"):
                 result = await getattr(engine, method)(*args)
             else:
@@ -373,6 +392,7 @@ async def _child(fd: int, spec: EngineSpec) -> int:
         "context_length": engine.context_length,
         "engine": engine.engine_name,
         "dimension": getattr(engine, "dimension", None),
+        "continuous_batching": engine.continuous_batching,
     }
     writer.write(_frame((0, _READY, info)))
     try:

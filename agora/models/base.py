@@ -16,6 +16,7 @@ side by side.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import math
@@ -204,6 +205,9 @@ class Engine(ABC):
     context_length: int
     #: Short engine name: "sentence-transformers", "transformers", "llama.cpp", "vllm", "ray".
     engine_name: str = "engine"
+    #: True when the engine batches concurrent `generate` calls itself, step by step (the
+    #: transformers engine, vLLM): batching in front of it would only add waiting.
+    continuous_batching: bool = False
 
     def info(self) -> EngineInfo:
         return EngineInfo(
@@ -356,6 +360,16 @@ class ModelWorker:
             if self._closed and task is not None and not task.cancelling():
                 raise EngineClosed("the engine was closed before this request ran") from None
             raise
+
+    def submit(self, fn: Callable[[], None]) -> concurrent.futures.Future[None]:
+        """Queue ``fn`` on the thread without waiting for it (it reports its own results).
+        Raises EngineClosed once the worker is closed."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        try:
+            return self._pool.submit(fn)
+        except RuntimeError as exc:  # shut down between the check and the submit
+            raise EngineClosed("the engine is closed") from exc
 
     async def iterate(self, make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
         if self._closed:

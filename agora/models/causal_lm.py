@@ -21,12 +21,12 @@ those seen while decoding to about 1e-5, not bit for bit (see ``docs/models.md``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from agora.models.base import (
-    Detokenizer,
     Engine,
     GenerateRequest,
     GenerateResult,
@@ -35,10 +35,11 @@ from agora.models.base import (
     check_token_ids,
     offline_mode,
 )
+from agora.models.decoder import ContinuousDecoder, Row, deliver_to
 from agora.models.errors import ContextTooLong, InvalidRequest, ModelNotFound
 from agora.models.naming import make_model_id, model_hash
-from agora.verify.activations import BatchProofs
 
+#: rows decoded together at most; more requests wait for a place (agora.models.decoder)
 MAX_BATCH = 64
 
 
@@ -49,6 +50,7 @@ class CausalLMEngine(Engine):
     """
 
     engine_name = "transformers"
+    continuous_batching = True
     task = "generate"
 
     def __init__(
@@ -85,7 +87,8 @@ class CausalLMEngine(Engine):
         self.pad_token_id = int(pad)
         #: Build a TOPLOC activation proof for every completion (docs/verification.md).
         self.build_proofs = True
-        self._worker = ModelWorker("causal-lm")
+        self.worker = ModelWorker("causal-lm")
+        self._decoder = ContinuousDecoder(self, max_rows=MAX_BATCH)
 
     @classmethod
     async def load(
@@ -124,12 +127,21 @@ class CausalLMEngine(Engine):
         return len(await asyncio.to_thread(self._encode, text))
 
     async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        requests = list(requests)
-        if not requests:
-            return []
-        if len(requests) > MAX_BATCH:
-            raise InvalidRequest(f"at most {MAX_BATCH} requests per batch")
-        return await self._worker.run(self._generate_sync, requests)
+        """Each request joins the running batch (`agora.models.decoder`); results in order."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[GenerateResult]] = []
+        rows: list[Row] = []
+        try:
+            for request in requests:
+                future: asyncio.Future[GenerateResult] = loop.create_future()
+                row = Row(request, deliver_to(loop, future))
+                self._decoder.add(row)
+                futures.append(future)
+                rows.append(row)
+            return list(await asyncio.gather(*futures))
+        finally:
+            for row in rows:  # a caller that went away frees its place in the batch
+                row.cancelled.set()
 
     async def stream(
         self,
@@ -138,18 +150,41 @@ class CausalLMEngine(Engine):
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
-        request = GenerateRequest(prompt, max_tokens, temperature, seed)
-        async for chunk in self._worker.iterate(lambda: self._stream_sync(request)):
-            yield chunk
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[TokenChunk | None, BaseException | None]] = asyncio.Queue()
+
+        def put(chunk: TokenChunk | None, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(queue.put_nowait, (chunk, error))
+
+        row = Row(
+            GenerateRequest(prompt, max_tokens, temperature, seed),
+            deliver=lambda _result, error: put(None, error),
+            emit=lambda chunk: put(chunk, None),
+        )
+        self._decoder.add(row)
+        try:
+            while True:
+                chunk, error = await queue.get()
+                if error is not None:
+                    raise error
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            row.cancelled.set()
 
     async def score(self, prompt: str, continuation_token_ids: Sequence[int]) -> list[float]:
         if not isinstance(prompt, str):
             raise InvalidRequest("prompt must be a string")
         continuation = check_token_ids(continuation_token_ids, self.vocab_size)
-        return await self._worker.run(self._score_sync, prompt, continuation)
+        return await self.worker.run(self._score_sync, prompt, continuation)
 
     async def close(self) -> None:
-        self._worker.close()
+        """Requests still waiting fail with EngineClosed; the ones being decoded finish."""
+        self._decoder.close()
+        self.worker.close()
+        self._decoder.finish_after_worker_closed()
 
     # -- on the worker thread ---------------------------------------------------------------
 
@@ -168,7 +203,7 @@ class CausalLMEngine(Engine):
     async def run_in_worker(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on the engine's model thread, after what is queued there (a validator's
         activation recompute), so that calls into the model stay serialised."""
-        return await self._worker.run(fn, *args, **kwargs)
+        return await self.worker.run(fn, *args, **kwargs)
 
     def encode_prompt(self, text: str) -> list[int]:
         """The prompt's token ids as generation sees them (special tokens included)."""
@@ -177,7 +212,14 @@ class CausalLMEngine(Engine):
     def _decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
-    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+    @property
+    def torch(self) -> Any:
+        return self._torch
+
+    def decode(self, ids: list[int]) -> str:
+        return self._decode(ids)
+
+    def prompt_ids(self, request: GenerateRequest) -> list[int]:
         ids = self._encode(request.prompt)
         if not ids:
             raise InvalidRequest("the prompt encodes to no tokens; give a non-empty prompt")
@@ -187,126 +229,6 @@ class CausalLMEngine(Engine):
                 f"the context length of {self.context_length}"
             )
         return ids
-
-    def _generate_sync(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
-        prompts = [self._prompt_ids(r) for r in requests]
-        seeds = [r.resolved_seed() for r in requests]
-        tokens: list[list[int]] = [[] for _ in requests]
-        texts = [Detokenizer(self._decode) for _ in requests]
-        pieces: list[list[str]] = [[] for _ in requests]
-        proofs = BatchProofs([len(p) for p in prompts]) if self.build_proofs else None
-        for step in self._decode_loop(prompts, requests, seeds, proofs):
-            for i, token in enumerate(step):
-                if token is not None:
-                    tokens[i].append(token)
-                    pieces[i].append(texts[i].push([token]))
-        return [
-            GenerateResult(
-                token_ids=tokens[i],
-                text="".join(pieces[i]) + texts[i].flush(),
-                prompt_tokens=len(prompts[i]),
-                completion_tokens=len(tokens[i]),
-                finish_reason=self._finish_reason(tokens[i]),
-                seed=seeds[i],
-                model_id=self.model_id,
-                proof=proofs.finish(i, len(tokens[i])) if proofs else None,
-            )
-            for i in range(len(requests))
-        ]
-
-    def _stream_sync(self, request: GenerateRequest) -> Iterator[TokenChunk]:
-        prompt = self._prompt_ids(request)
-        seed = request.resolved_seed()
-        text = Detokenizer(self._decode)
-        tokens: list[int] = []
-        proofs = BatchProofs([len(prompt)]) if self.build_proofs else None
-        for step in self._decode_loop([prompt], [request], [seed], proofs):
-            token = step[0]
-            if token is None:  # pragma: no cover  (a single row never idles)
-                continue
-            tokens.append(token)
-            finished = token in self.eos_token_ids or len(tokens) == request.max_tokens
-            piece = text.push([token]) + (text.flush() if finished else "")
-            yield TokenChunk(
-                token_ids=[token],
-                text=piece,
-                prompt_tokens=len(prompt),
-                completion_tokens=len(tokens),
-                finish_reason=self._finish_reason(tokens) if finished else None,
-                seed=seed,
-                proof=proofs.finish(0, len(tokens)) if proofs and finished else None,
-            )
-
-    def _finish_reason(self, tokens: list[int]) -> Any:
-        return "stop" if tokens and tokens[-1] in self.eos_token_ids else "length"
-
-    def _decode_loop(
-        self,
-        prompts: list[list[int]],
-        requests: list[GenerateRequest],
-        seeds: list[int | None],
-        proofs: BatchProofs | None = None,
-    ) -> Iterator[list[int | None]]:
-        """Yield, step by step, each row's next token (None once a row has finished).
-
-        With ``proofs``, every forward pass also returns its last hidden states, which go to
-        the proof builders: the prefill's, then each step's for the rows that fed a token that
-        is not their last."""
-        torch = self._torch
-        rows = len(prompts)
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor(
-            [[self.pad_token_id] * (width - len(p)) + p for p in prompts], dtype=torch.long
-        )
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = [
-            None if seed is None else torch.Generator().manual_seed(seed) for seed in seeds
-        ]
-        remaining = [r.max_tokens for r in requests]
-        done = [False] * rows
-        device = self._device
-        with torch.inference_mode():
-            out = self._model(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                use_cache=True,
-                output_hidden_states=proofs is not None,
-            )
-            if proofs is not None:
-                proofs.add_prefill(out.hidden_states[-1])
-            next_position = positions[:, -1:] + 1
-            while True:
-                logits = out.logits[:, -1, :].float().cpu()
-                step: list[int | None] = []
-                for i in range(rows):
-                    if done[i]:
-                        step.append(None)
-                        continue
-                    token = _pick(torch, logits[i], requests[i].temperature, generators[i])
-                    step.append(token)
-                    remaining[i] -= 1
-                    done[i] = token in self.eos_token_ids or remaining[i] == 0
-                yield step
-                if all(done):
-                    return
-                feed = torch.tensor(
-                    [[t if t is not None else self.pad_token_id] for t in step], dtype=torch.long
-                )
-                mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype)], dim=1)
-                out = self._model(
-                    input_ids=feed.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=next_position.to(device),
-                    past_key_values=out.past_key_values,
-                    use_cache=True,
-                    output_hidden_states=proofs is not None,
-                )
-                if proofs is not None:
-                    live = [i for i in range(rows) if step[i] is not None and not done[i]]
-                    proofs.add_step(out.hidden_states[-1], live)
-                next_position = next_position + 1
 
     def _score_sync(self, prompt: str, continuation: list[int]) -> list[float]:
         torch = self._torch
@@ -330,7 +252,7 @@ class CausalLMEngine(Engine):
         return [float(x) for x in picked]
 
 
-def _pick(torch: Any, logits: Any, temperature: float, generator: Any) -> int:
+def pick_token(torch: Any, logits: Any, temperature: float, generator: Any) -> int:
     if generator is None:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / temperature, dim=-1)

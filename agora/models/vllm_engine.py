@@ -66,6 +66,7 @@ class VLLMEngine(Engine):
     """Build with ``await VLLMEngine.load("/path/to/hf-model")``."""
 
     engine_name = "vllm"
+    continuous_batching = True
     task = "generate"
 
     def __init__(self, engine: Any, tokenizer: Any, path: Path, digest: str, name: str) -> None:
