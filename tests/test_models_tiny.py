@@ -241,3 +241,32 @@ async def test_closed_engine_refuses_work(data_dir: Path) -> None:
     await engine.close()  # idempotent
     with pytest.raises(EngineClosed):
         await engine.generate("hello", 4)
+
+
+async def test_a_request_joins_a_running_batch_and_leaves_when_done(data_dir: Path) -> None:
+    """Continuous batching (agora.models.decoder): a short request that arrives while a long
+    one is decoding shares its steps, is answered before it, and both answers (tokens and
+    TOPLOC proofs) are the ones each gets alone."""
+    from agora.verify.check import verify_generation
+
+    engine = await CausalLMEngine.load(ensure_tiny_model(data_dir), name="tiny")
+    try:
+        long_prompt, short_prompt = "Once upon a time the network", "Hello"
+        alone_long = await engine.generate(long_prompt, 120)
+        alone_short = await engine.generate(short_prompt, 6, 0.9, 7)
+        assert alone_long.completion_tokens == 120  # (no early end of sequence on this prompt)
+        before = len(engine._decoder.step_rows)
+        long_task = asyncio.create_task(engine.generate(long_prompt, 120))
+        while len(engine._decoder.step_rows) < before + 3:  # the long one is decoding
+            await asyncio.sleep(0.001)
+        short = await engine.generate(short_prompt, 6, 0.9, 7)
+        assert not long_task.done()
+        long = await long_task
+        assert max(list(engine._decoder.step_rows)[before:]) == 2
+        assert short.token_ids == alone_short.token_ids and short.text == alone_short.text
+        assert long.token_ids == alone_long.token_ids and long.text == alone_long.text
+        for prompt, answer in ((long_prompt, long), (short_prompt, short)):
+            verdict = verify_generation(engine, prompt, answer.token_ids, answer.proof)
+            assert verdict.ok, verdict.reason
+    finally:
+        await engine.close()

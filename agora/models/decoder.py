@@ -27,6 +27,7 @@ work (`score`, a validator's recompute) runs between two steps rather than after
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import threading
@@ -46,6 +47,7 @@ __all__ = ["ContinuousDecoder", "Row"]
 #: hidden states of this many steps are copied to numpy at once (one copy, not one per step:
 #: it matters for small models, whose step is ~1 ms)
 PROOF_COPY_STEPS = 32
+STEP_HISTORY = 10_000
 
 
 #: Rows waiting to join a running batch wait at most this many steps, or until they are as
@@ -97,8 +99,8 @@ class ContinuousDecoder:
         self._positions: Any = None  # [rows, 1] the position of each row's next token
         self._logits: Any = None  # [rows, vocab] each row's logits for its next token
         self._proof_steps: list[tuple[Any, list[Row]]] = []
-        #: rows in each step so far, for tests and benchmarks (trimmed by whoever reads it)
-        self.step_rows: list[int] = []
+        #: rows in each recent step, for tests and benchmarks (bounded: a miner runs for weeks)
+        self.step_rows: collections.deque[int] = collections.deque(maxlen=STEP_HISTORY)
 
     # -- the event loop's side --------------------------------------------------------------
 
