@@ -63,6 +63,7 @@ from agora.crypto.signing import sign_transaction
 from agora.miner.config import MinerConfig
 from agora.miner.service import load_miner_engine
 from agora.models.base import Engine
+from agora.models.batcher import BatchedEngine
 from agora.net import AgoraAuth, sign_request, verify_receipt
 
 T = TypeVar("T")
@@ -360,6 +361,17 @@ async def bench_workload(
     return results
 
 
+def batching(engine: BatchedEngine) -> str:
+    """How the in-process engine batched: its batcher's calls, or (continuous batching) the
+    rows of its decoding steps."""
+    steps = getattr(getattr(engine.engine, "_decoder", None), "step_rows", None)
+    if engine.continuous_batching and steps:
+        return f"continuous batching: mean {sum(steps) / len(steps):.1f} rows per decoding step"
+    batcher = engine.embed_batcher if engine.task == "embed" else engine.generate_batcher
+    sizes = batcher.batch_sizes
+    return f"mean batch {sum(sizes) / max(1, len(sizes)):.1f} requests in {len(sizes)} model calls"
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """On uvloop when installed, as the miner runs (``agora miner start``)."""
     try:
@@ -444,14 +456,7 @@ async def run(
                             work, url, hotkey, miner.pid, engine, seconds, warmup, rounds
                         )
                     finally:
-                        embed = work.name == "embed"
-                        sizes = (
-                            engine.embed_batcher if embed else engine.generate_batcher
-                        ).batch_sizes
-                        report.setdefault("in_process_batching", {})[work.name] = (
-                            f"mean batch {sum(sizes) / max(1, len(sizes)):.1f} requests in "
-                            f"{len(sizes)} model calls"
-                        )
+                        report.setdefault("in_process_batching", {})[work.name] = batching(engine)
                         await engine.close()
                 stopped = [line for line in log.read_text().splitlines() if "stopped after" in line]
                 report.setdefault("miner_batching", {})[work.name] = (
