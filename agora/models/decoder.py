@@ -5,8 +5,9 @@ Why: a static batch runs until its longest row ends, and a request that arrives 
 for the whole batch. On CPU a decoding step of the tiny LM costs ~0.75 ms plus ~0.1 ms per row,
 so a batch of 1 costs nearly as much per step as a batch of 30: a request that misses a batch by
 a millisecond waits ~200 ms, and batches that start apart never merge (a miner's HTTP clients
-come back one by one, after their answers are signed and sent). Here a request waits at most one
-step, a row that ends early frees its place at once, and its caller gets its answer at once.
+come back one by one, after their answers are signed and sent). Here a request joins within
+``JOIN_AFTER_STEPS`` steps (at once when the batch is idle or the newcomers are many), a row that
+ends early frees its place, and its caller gets its answer at once.
 
 How, all on the engine's model thread (`ModelWorker`):
 
@@ -173,7 +174,7 @@ class ContinuousDecoder:
             if not self._waiting:
                 return
             # Joining costs a prefill and a copy of the cache: while a batch is running, let
-            # new rows gather for a few steps, unless there are many of them already.
+            # new rows gather for up to JOIN_AFTER_STEPS steps, unless they are many already.
             self._held += 1
             few = len(self._waiting) < len(self._rows)
             if self._rows and self._held < JOIN_AFTER_STEPS and few:
