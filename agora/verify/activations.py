@@ -1,9 +1,9 @@
 """Last hidden states, on both sides of a TOPLOC proof (torch).
 
-The miner side is `BatchProofs`: the causal LM engine's decoding loop hands it the last hidden
-state of every forward pass (the padded prefill, then one row per decoding step) and gets one
-proof per row at the end. It costs one device-to-host copy of ``[rows, hidden]`` per step and a
-top-k plus a polynomial interpolation per 32 steps.
+The miner side is in `agora.models.decoder`: the causal LM engine's decoding loop hands each
+row's `agora.verify.toploc.ProofBuilder` the last hidden states of every forward pass (the
+prefill, then one position per decoding step), copied to the host 32 steps at a time, and gets
+one proof per row when it ends: a top-k plus a polynomial interpolation per 32 positions.
 
 The validator side is `prefill_hidden`: one forward pass over prompt plus output, whose last
 hidden states cover every position the miner's proof covers.
@@ -34,55 +34,6 @@ def last_hidden(outputs: Any) -> Any:
     if not hidden_states:
         raise ValueError("the model call did not return hidden states (output_hidden_states)")
     return hidden_states[-1]
-
-
-class BatchProofs:
-    """One `ProofBuilder` per row of a left-padded batch."""
-
-    def __init__(
-        self,
-        prompt_lengths: Sequence[int],
-        per_position: int = DEFAULT_PER_POSITION,
-        chunk_size: int = DEFAULT_CHUNK,
-    ) -> None:
-        self.prompt_lengths = list(prompt_lengths)
-        self.chunk_size = chunk_size
-        self.builders = [ProofBuilder(per_position, chunk_size) for _ in self.prompt_lengths]
-        self._pending: list[tuple[Any, list[int]]] = []
-
-    def add_prefill(self, hidden: Any) -> None:
-        """``hidden``: ``[rows, width, H]`` of the left-padded prefill; row i's prompt is its
-        last ``prompt_lengths[i]`` positions."""
-        block = hidden.detach().float().cpu().numpy()
-        for builder, length, rows in zip(self.builders, self.prompt_lengths, block, strict=True):
-            builder.add_prefill(rows[rows.shape[0] - length :])
-
-    def add_step(self, hidden: Any, rows: Sequence[int]) -> None:
-        """``hidden``: ``[rows, 1, H]`` of a decoding step; only ``rows`` fed a token that is
-        not their last one (the others are padding or finished).
-
-        Steps are kept as tensors and copied to numpy a chunk at a time: one copy per 32
-        steps instead of one per step (it matters for small models, whose step is ~1 ms)."""
-        if rows:
-            self._pending.append((hidden[:, -1, :].detach(), list(rows)))
-            if len(self._pending) >= self.chunk_size:
-                self._drain()
-
-    def _drain(self) -> None:
-        if not self._pending:
-            return
-        import torch
-
-        block = torch.stack([h for h, _ in self._pending]).float().cpu().numpy()
-        for step, (_, rows) in enumerate(self._pending):
-            for i in rows:
-                self.builders[i].add_step(block[step, i])
-        self._pending = []
-
-    def finish(self, row: int, output_tokens: int) -> str:
-        """Row ``row``'s proof, base64 (what travels in JSON)."""
-        self._drain()
-        return base64.b64encode(self.builders[row].finish(output_tokens)).decode("ascii")
 
 
 def _final_hidden(model: Any, **inputs: Any) -> Any:
